@@ -1,0 +1,268 @@
+"""Frequency-domain synthetic set (FreD's memory): kept coefficients plus their positions.
+
+Budget: ``ipc`` images per class of ``d = prod(spatial)`` values per channel. Keeping ``k``
+coefficients per channel gives ``n = ipc * d // k`` instances per class, all sharing one class
+mask of ``k`` spatial frequencies. Only ``coeffs [C, n, k, ch]`` is trained; ``indices [C, k]``
+(sorted, row-major flat positions in the spatial grid) are fixed at init. The identity
+transform with ``k = d`` is the plain pixel baseline through the same code path.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import os
+from typing import Any, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fred_jax import masks as masks_lib
+from fred_jax import transforms
+
+FORMAT_VERSION = 1
+
+
+@flax.struct.dataclass
+class SynSet:
+    """Synthetic set in the frequency domain.
+
+    coeffs: ``[C, n, k, ch]`` float32, the only trainable leaf: differentiate and optimise
+      ``synset.coeffs`` and rebuild with ``synset.replace(coeffs=...)``.
+    indices: ``[C, k]`` int32, sorted flat positions kept per class (fixed).
+    transform: transform name (static). image_shape: ``spatial + (ch,)`` (static).
+    """
+
+    coeffs: jax.Array
+    indices: jax.Array
+    transform: str = flax.struct.field(pytree_node=False)
+    image_shape: tuple = flax.struct.field(pytree_node=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.coeffs.shape[0]
+
+    @property
+    def n(self) -> int:
+        """Instances per class."""
+        return self.coeffs.shape[1]
+
+    @property
+    def k(self) -> int:
+        """Kept coefficients per channel and instance."""
+        return self.coeffs.shape[2]
+
+    def images(self) -> jax.Array:
+        """Decoded images ``[C, n, *spatial, ch]``."""
+        return decode(self.coeffs, self.indices, self.transform, self.image_shape)
+
+    def labels(self) -> jax.Array:
+        """Class-major labels ``[C * n]`` int32 matching ``flat``."""
+        return jnp.repeat(jnp.arange(self.num_classes, dtype=jnp.int32), self.n)
+
+
+def instances_per_class(ipc: int, spatial_shape: Sequence[int], k: int) -> int:
+    """Instances per class ``n = ipc * d // k`` that fit the budget of ``ipc`` images."""
+    d = math.prod(spatial_shape)
+    if ipc < 1:
+        raise ValueError(f"ipc must be >= 1, got {ipc}")
+    if not 1 <= k <= d:
+        raise ValueError(
+            f"k must be in [1, d={d}] for spatial shape {tuple(spatial_shape)}, got k={k}"
+        )
+    n = ipc * d // k
+    if n < 1:
+        raise ValueError(f"ipc={ipc}, d={d}, k={k} gives n = ipc*d//k = {n} < 1 instance")
+    return n
+
+
+def init(
+    key: jax.Array,
+    images: Any,
+    labels: Any,
+    num_classes: int,
+    *,
+    ipc: int,
+    k: int,
+    transform: str = "dct",
+    mask_kind: str = "evr",
+) -> SynSet:
+    """Initialise from real data: per class draw n real images (without replacement, key
+    ``fold_in(split(key)[0], class)``), transform them, build the class mask from those n
+    instances (``masks.class_masks`` with ``split(key)[1]``), keep the k coefficients.
+
+    images: normalised ``[N, *spatial, ch]`` (NumPy or JAX); labels: ``[N]`` ints.
+    """
+    if not isinstance(images, (np.ndarray, jax.Array)):
+        images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim not in (4, 5):
+        raise ValueError(f"images must be [N, H, W, C] or [N, D, H, W, C], got {images.shape}")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"labels {labels.shape} do not match images {images.shape}")
+    spatial = images.shape[1:-1]
+    n = instances_per_class(ipc, spatial, k)
+    t = transforms.get(transform, len(spatial))
+    sample_key, mask_key = jax.random.split(key)
+
+    picks = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if members.size < n:
+            raise ValueError(f"class {c} has {members.size} images, init needs n={n}")
+        sel = jax.random.choice(jax.random.fold_in(sample_key, c), members.size, (n,), False)
+        picks.append(members[np.asarray(sel)])
+    real = np.asarray(images[np.stack(picks)], dtype=np.float32)  # [C, n, *spatial, ch]
+    freq = np.asarray(t.forward(real)).reshape((num_classes * n,) + real.shape[2:])
+    mask = masks_lib.class_masks(
+        freq, np.repeat(np.arange(num_classes), n), num_classes, k, mask_kind,
+        key=mask_key, transform=transform,
+    )
+    indices = np.stack([np.flatnonzero(m) for m in np.asarray(mask).reshape(num_classes, -1)])
+    flat_freq = freq.reshape(num_classes, n, -1, real.shape[-1])
+    coeffs = np.take_along_axis(flat_freq, indices[:, None, :, None], axis=2)
+    return SynSet(
+        coeffs=jnp.asarray(coeffs, jnp.float32),
+        indices=jnp.asarray(indices, jnp.int32),
+        transform=transform,
+        image_shape=tuple(int(s) for s in images.shape[1:]),
+    )
+
+
+# Largest gathered basis (``C * k * d`` values) that ``decode`` builds per call.
+_MAX_ROWS = 16 * 2**20
+
+
+def decode_method(transform: str, image_shape: Sequence[int], num_classes: int, k: int) -> str:
+    """Which ``decode`` path runs: "matmul" or "scatter" (see ``decode``)."""
+    spatial = tuple(image_shape)[:-1]
+    d = math.prod(spatial)
+    if transform != "identity" and k <= sum(spatial) and num_classes * k * d <= _MAX_ROWS:
+        return "matmul"
+    return "scatter"
+
+
+def decode(
+    coeffs: jax.Array, indices: jax.Array, transform: str, image_shape: Sequence[int]
+) -> jax.Array:
+    """Images ``[C, n, *spatial, ch]`` from kept coefficients ``[C, n, k, ch]``.
+
+    Pure, jit-able and differentiable in ``coeffs``. Two exact paths, chosen statically
+    from the shapes (``decode_method``):
+    - "matmul": gather the k basis images of each class (``transforms.basis_rows``,
+      ``[C, k, d]``) and decode with one batched matmul; costs ``~ipc*d^2`` per class and
+      channel, independent of k.
+    - "scatter": put the coefficients into a zero spectrum and apply the separable inverse
+      transform; costs ``~n*d*sum(spatial)``. Used for the identity transform (pure
+      scatter), when k > sum(spatial), or when the gathered basis would exceed 16M values.
+    Measured on the shared 2-core CPU (XLA:CPU, jit, pinned to one core, 40 runs after
+    warm-up, min / median), CIFAR-10 shapes C=10, n=16, k=64, 32x32x3, forward + backward
+    of a squared loss: DCT matmul 2.3 / 5.7 ms vs scatter 4.1 / 10.3 ms; DWT matmul
+    2.2 / 5.6 ms vs scatter 5.9 / 12.7 ms (forward only: matmul 1.3 / 2.0 ms, scatter
+    2.6 / 6.2 ms). Both paths agree to 3e-7.
+    """
+    return _decode(coeffs, indices, transform, tuple(int(s) for s in image_shape))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _decode(
+    coeffs: jax.Array, indices: jax.Array, transform: str, image_shape: tuple[int, ...]
+) -> jax.Array:
+    spatial, ch = image_shape[:-1], image_shape[-1]
+    c, n, k, ch_in = coeffs.shape
+    if ch_in != ch or indices.shape != (c, k):
+        raise ValueError(
+            f"coeffs {coeffs.shape} / indices {indices.shape} do not match image_shape "
+            f"{image_shape}"
+        )
+    if decode_method(transform, image_shape, c, k) == "matmul":
+        rows = transforms.basis_rows(transform, spatial, indices, coeffs.dtype)  # [C, k, d]
+        a = jnp.swapaxes(coeffs, 2, 3).reshape(c, n * ch, k)
+        x = jnp.matmul(a, rows, precision=jax.lax.Precision.HIGHEST)
+        return jnp.moveaxis(x.reshape((c, n, ch) + spatial), 2, -1)
+    return _decode_scatter(coeffs, indices, transform, spatial)
+
+
+def _decode_scatter(
+    coeffs: jax.Array, indices: jax.Array, transform: str, spatial: tuple[int, ...]
+) -> jax.Array:
+    c, n, _, ch = coeffs.shape
+    d = math.prod(spatial)
+    full = jax.vmap(lambda co, ix: jnp.zeros((n, d, ch), coeffs.dtype).at[:, ix].set(co))(
+        coeffs, indices
+    )
+    full = full.reshape((c, n) + spatial + (ch,))
+    return transforms.get(transform, len(spatial)).inverse(full)
+
+
+def flat(synset: SynSet) -> tuple[jax.Array, jax.Array]:
+    """``(x [C*n, *spatial, ch], y [C*n] int32)``, class-major."""
+    x = synset.images()
+    return x.reshape((-1,) + x.shape[2:]), synset.labels()
+
+
+def save(
+    path: str | os.PathLike,
+    synset: SynSet,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    dataset: str,
+    **extra: Any,
+) -> None:
+    """Write the compact export ``.npz`` (uncompressed, exact): float32 coeffs, int16 or
+    int32 indices, int16 per-instance labels, and a JSON string with the transform name,
+    image shape, normalisation, dataset and ``extra`` (JSON-serialisable). Its size is
+    ``C*n*k*ch*4 + C*k*2 (or 4) + C*n*2`` bytes plus a small header: it grows with k and
+    not with the image size."""
+    d = math.prod(synset.image_shape[:-1])
+    idx_dtype = np.int16 if d <= np.iinfo(np.int16).max + 1 else np.int32
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "transform": synset.transform,
+        "image_shape": list(synset.image_shape),
+        "mean": [float(v) for v in np.ravel(mean)],
+        "std": [float(v) for v in np.ravel(std)],
+        "dataset": dataset,
+        "extra": extra,
+    }
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        coeffs=np.asarray(synset.coeffs, dtype=np.float32),
+        indices=np.asarray(synset.indices).astype(idx_dtype),
+        labels=np.asarray(synset.labels(), dtype=np.int16),
+        meta=np.array(json.dumps(meta)),
+    )
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def load(path: str | os.PathLike) -> tuple[SynSet, dict]:
+    """Read an export written by ``save``: ``(SynSet, meta)``. ``meta`` has ``mean``, ``std``
+    (float32 arrays), ``dataset``, ``labels`` ([C*n] int32) and the saved ``extra`` keys."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        coeffs = z["coeffs"]
+        indices = z["indices"].astype(np.int32)
+        labels = z["labels"].astype(np.int32)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported export format {meta.get('format_version')}")
+    synset = SynSet(
+        coeffs=jnp.asarray(coeffs),
+        indices=jnp.asarray(indices),
+        transform=meta["transform"],
+        image_shape=tuple(meta["image_shape"]),
+    )
+    out = {
+        "mean": np.asarray(meta["mean"], np.float32),
+        "std": np.asarray(meta["std"], np.float32),
+        "dataset": meta["dataset"],
+        "labels": labels,
+        **meta["extra"],
+    }
+    return synset, out
