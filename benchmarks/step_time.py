@@ -1,0 +1,107 @@
+"""Milliseconds per distillation iteration at CIFAR-10 shapes, compile time apart, peak memory.
+
+    python benchmarks/step_time.py                       # DM and DC, ConvNet, DSA on
+    python benchmarks/step_time.py --objectives dm --iterations 20 --conv_impl im2col
+
+Setting (issue 4): 10 classes of 32x32x3 images, budget ipc=1 with k=64 kept DCT coefficients
+per channel -> 16 instances per class, ConvNet (width 128, depth 3), DSA on, real batch 256 per
+class for DM (and DC), the full jitted ``fred_jax.train`` step (decode, augmentation,
+objective, optax update). The real images are random (no data needed): the cost does not
+depend on their values. Reports the median and quartiles over ``--iterations`` timed steps
+after one warm-up step, the process CPU time per step (on a shared machine, CPU time / cores
+estimates the quiet-machine wall time), the compile time (lower + compile), XLA's temp buffer
+size for the step, the process's peak RSS, and the 1-minute load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+
+import jax
+import numpy as np
+
+from fred_jax import configuration, data, train
+
+
+def cifar_like(num_per_class: int = 300, seed: int = 0) -> data.Dataset:
+    """Random normalised 32x32x3 images, 10 classes."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(10), num_per_class).astype(np.int32)
+    x = rng.normal(size=(y.size, 32, 32, 3)).astype(np.float32)
+    return data.Dataset(name="cifar10_random", num_classes=10, class_names=tuple("0123456789"),
+                        image_shape=(32, 32, 3), mean=np.zeros(3, np.float32),
+                        std=np.ones(3, np.float32), x_train=x, y_train=y, x_test=x[:10],
+                        y_test=y[:10])
+
+
+def bench_config(objective: str, conv_impl: str) -> configuration.ml_collections.ConfigDict:
+    config = configuration.defaults()
+    config.dataset = "cifar10"
+    config.objective = objective
+    config.ipc, config.k = 1, 64
+    config.model = "ConvNet"
+    config.conv_impl = conv_impl
+    return config
+
+
+def bench(objective: str, conv_impl: str, iterations: int, dataset: data.Dataset) -> dict:
+    config = bench_config(objective, conv_impl)
+    configuration.validate(config, dataset=dataset)
+    setup = train.create(config, dataset)
+    t = time.perf_counter()
+    compiled = setup.step_fn.lower(setup.state).compile()
+    compile_s = time.perf_counter() - t
+    memory = compiled.memory_analysis()
+    state, metrics = compiled(setup.state)
+    jax.block_until_ready(metrics)
+    times, cpu = [], []
+    for _ in range(iterations):
+        t, c = time.perf_counter(), time.process_time()
+        state, metrics = compiled(state)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    q1, median, q3 = np.percentile(np.asarray(times) * 1e3, [25, 50, 75])
+    return {
+        "objective": objective,
+        "conv_impl": conv_impl,
+        "instances_per_class": int(setup.problem.instances_per_class),
+        "iterations_timed": iterations,
+        "ms_per_iteration_median": round(float(median), 1),
+        "ms_per_iteration_q1_q3": [round(float(q1), 1), round(float(q3), 1)],
+        "cpu_ms_per_iteration_median": round(float(np.median(cpu)) * 1e3, 1),
+        "compile_seconds": round(compile_s, 2),
+        "xla_temp_bytes": int(getattr(memory, "temp_size_in_bytes", -1)) if memory else None,
+        "peak_rss_mib_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "loss": float(metrics["loss"]),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
+        "backend": jax.default_backend(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--objectives", default="dm,dc", help="comma-separated: dm, dc")
+    parser.add_argument("--conv_impl", default="lax", choices=("lax", "im2col"))
+    parser.add_argument("--iterations", type=int, default=10, help="timed iterations each")
+    parser.add_argument("--out", default="", help="also write the results as JSON here")
+    args = parser.parse_args()
+    dataset = cifar_like()
+    results = []
+    for objective in [o.strip() for o in args.objectives.split(",") if o.strip()]:
+        result = bench(objective, args.conv_impl, args.iterations, dataset)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

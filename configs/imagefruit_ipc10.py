@@ -1,0 +1,23 @@
+"""FreD + TM, imagefruit (ImageNet subset, 128x128), 10 image(s) per class.
+
+Paper (FreD, TM, ConvNetD5): 47.0 +- 1.1 % test accuracy.
+
+    python -m fred_jax.experts --config configs/imagefruit_ipc10.py   # once: the experts
+    python -m fred_jax.main --config configs/imagefruit_ipc10.py --workdir runs/imagefruit_ipc10
+    # pixel TM baseline: add --config.parameterization=pixel
+
+Everything else (and the derivation of the coefficient-rate rescale for our orthonormal
+DCT) is documented in ``configs/imagenette_ipc10.py``; this file overrides what differs.
+"""
+
+import os
+
+from fred_jax import configuration
+
+
+def get_config():
+    base = os.path.join(os.path.dirname(__file__), "imagenette_ipc10.py")
+    config = configuration.from_file(base)
+    config.dataset = "imagefruit"  # 10 classes, 128x128x3 (tfds)
+    config.tm.experts.dir = "experts/imagefruit_ConvNetD5"  # experts of this subset
+    return config

@@ -1,0 +1,23 @@
+"""FreD + TM, imagemeow (ImageNet subset, 128x128), 1 image(s) per class.
+
+Paper (FreD, TM, ConvNetD5): 43.2 +- 0.8 % test accuracy.
+
+    python -m fred_jax.experts --config configs/imagemeow_ipc1.py   # once: the experts
+    python -m fred_jax.main --config configs/imagemeow_ipc1.py --workdir runs/imagemeow_ipc1
+    # pixel TM baseline: add --config.parameterization=pixel
+
+Everything else (and the derivation of the coefficient-rate rescale for our orthonormal
+DCT) is documented in ``configs/imagenette_ipc1.py``; this file overrides what differs.
+"""
+
+import os
+
+from fred_jax import configuration
+
+
+def get_config():
+    base = os.path.join(os.path.dirname(__file__), "imagenette_ipc1.py")
+    config = configuration.from_file(base)
+    config.dataset = "imagemeow"  # 10 classes, 128x128x3 (tfds)
+    config.tm.experts.dir = "experts/imagemeow_ConvNetD5"  # experts of this subset
+    return config

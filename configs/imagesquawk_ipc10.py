@@ -1,0 +1,23 @@
+"""FreD + TM, imagesquawk (ImageNet subset, 128x128), 10 image(s) per class.
+
+Paper (FreD, TM, ConvNetD5): 67.3 +- 1.3 % test accuracy.
+
+    python -m fred_jax.experts --config configs/imagesquawk_ipc10.py   # once: the experts
+    python -m fred_jax.main --config configs/imagesquawk_ipc10.py --workdir runs/imagesquawk_ipc10
+    # pixel TM baseline: add --config.parameterization=pixel
+
+Everything else (and the derivation of the coefficient-rate rescale for our orthonormal
+DCT) is documented in ``configs/imagenette_ipc10.py``; this file overrides what differs.
+"""
+
+import os
+
+from fred_jax import configuration
+
+
+def get_config():
+    base = os.path.join(os.path.dirname(__file__), "imagenette_ipc10.py")
+    config = configuration.from_file(base)
+    config.dataset = "imagesquawk"  # 10 classes, 128x128x3 (tfds)
+    config.tm.experts.dir = "experts/imagesquawk_ConvNetD5"  # experts of this subset
+    return config

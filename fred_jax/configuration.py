@@ -1,0 +1,237 @@
+"""Distillation configuration: the documented defaults every ``configs/*.py`` starts from, and
+the validation that runs before any compute (``validate``).
+
+Defaults are FreD + DM on CIFAR-10 at a budget of 2 images per class with the official code's
+hyper-parameters (sdh0818/FreD ``DM/scripts/run_DM_FreD.sh``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import ml_collections
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """The full set of fields with their defaults (each one commented)."""
+    c = ml_collections.ConfigDict()
+    # --- data
+    c.dataset = "cifar10"  # fred_jax.data name: mnist, fashion_mnist, cifar10, cifar100, svhn, ...
+    c.data_dir = ""  # local originals; "" = $FRED_DATA_DIR (see fred_jax.data)
+    c.zca = False  # ZCA-whiten the images (the reference does for some TM settings)
+    c.seed = 0  # root seed: init (fold 0), distillation steps (fold 1), evaluation (fold 2)
+
+    # --- the synthetic set (budget and parameterisation)
+    c.parameterization = "fred"  # "fred": k kept coefficients; "pixel": identity with k = d
+    c.ipc = 2  # budget in images per class: C * ipc * d * ch stored floats
+    c.k = 64  # FreD: kept coefficients per channel and instance (n = ipc * d // k per class)
+    c.transform = "dct"  # FreD transform: dct, dft, dwt (identity = pixels, use parameterization)
+    c.mask_kind = "evr"  # frequency selection: evr (paper), low_pass, high_pass, band_stop, ...
+
+    # --- distillation
+    c.objective = "dm"  # dm (distribution matching) or dc (gradient matching)
+    c.model = "ConvNetD3"  # matching network (fred_jax.models name; ConvNetD3 == ConvNet)
+    c.conv_impl = "lax"  # convolutions: lax or im2col (faster second-order grads on XLA:CPU)
+    c.num_iterations = 20000  # distillation iterations (the reference's --Iteration)
+    c.lr = 1e6  # coefficient learning rate (FreD, in the unit given by lr_convention)
+    c.lr_convention = "torch_dct"  # torch_dct: lr as in the official code (unnormalised DCT,
+    # rescaled per coefficient by 1/s^2, see fred_jax.train); orthonormal: lr used as is
+    c.lr_pixel = 1.0  # pixel learning rate for parameterization="pixel" (DM 1.0, DC 0.1)
+    c.momentum = 0.5  # SGD momentum on the coefficients (reference mom_freq / mom_img)
+    c.dsa_strategy = "color_crop_cutout_flip_scale_rotate"  # DSA ops; "" = no augmentation
+
+    c.dm = ml_collections.ConfigDict()
+    c.dm.batch_real = 256  # real images per class per iteration
+
+    c.dc = ml_collections.ConfigDict()
+    c.dc.batch_real = 256  # real images per class per outer step
+    c.dc.batch_train = 256  # batch size when training the network on the synthetic set
+    c.dc.lr_net = 0.01  # SGD rate of the network between outer steps
+    c.dc.outer_loop = 0  # outer steps per iteration; 0 = reference schedule by ipc
+    c.dc.inner_loop = 0  # network epochs between outer steps; 0 = reference schedule by ipc
+
+    # --- evaluation (fred_jax.evaluate protocol)
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 2000  # evaluate every this many iterations (0: only at the end)
+    c.eval.models = "ConvNetD3"  # comma-separated architectures trained on the synthetic set
+    c.eval.num_eval = 5  # seeds per architecture (trained at once); 0 = no evaluation
+    c.eval.epochs = 1000  # training epochs (reference: 1000 DM/TM, 300 DC without augmentation)
+    c.eval.lr = 0.01  # SGD rate (momentum 0.9, wd 5e-4, x0.1 at half the epochs)
+    c.eval.batch_size = 256  # training batch size
+    c.eval.dsa = True  # DSA on every training batch
+    c.eval.conv_impl = "lax"  # convolution implementation for evaluation networks
+
+    # --- bookkeeping
+    c.log_every = 10  # write metrics every this many iterations
+    c.checkpoint_every = 500  # orbax checkpoint every this many iterations (and at the end)
+    c.keep_checkpoints = 2  # checkpoints kept on disk
+    return c
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says which field and why."""
+
+
+DATASETS: dict[str, tuple[tuple[int, ...], int]] = {
+    "mnist": ((28, 28, 1), 10),
+    "fashion_mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+    "svhn": ((32, 32, 3), 10),
+    "tiny_imagenet": ((64, 64, 3), 200),
+    **{name: ((128, 128, 3), 10) for name in (
+        "imagenette", "imagewoof", "imagefruit", "imageyellow", "imagemeow", "imagesquawk")},
+}
+"""Dataset name -> (image shape, classes), known without loading anything."""
+
+PARAMETERIZATIONS = ("fred", "pixel")
+LR_CONVENTIONS = ("torch_dct", "orthonormal")
+
+
+def _fail(field: str, message: str) -> None:
+    raise ConfigError(f"config.{field}: {message}")
+
+
+def _check_fields(config: Any, sections: tuple[str, ...]) -> None:
+    """Every default field present, no unknown (misspelt) ones; top-level ``sections`` (the
+    objectives' own sub-configs, e.g. ``tm``) may be added freely."""
+
+    def walk(ref, cfg, prefix):
+        for name in cfg.keys():
+            if name not in ref and not (prefix == "" and name in sections):
+                _fail(prefix + name, f"unknown field (known: {sorted(ref.keys())})")
+        for name in ref.keys():
+            if name not in cfg:
+                _fail(prefix + name, "missing field (start configs from configuration.defaults())")
+            if isinstance(ref[name], ml_collections.ConfigDict):
+                walk(ref[name], cfg[name], f"{prefix}{name}.")
+
+    walk(defaults(), config, "")
+
+
+def validate(config: Any, *, dataset: Any = None) -> dict:
+    """Check ``config`` before any compute; raise :class:`ConfigError` with a clear message.
+
+    dataset: an already loaded dataset (its image shape is used and no files are checked);
+    None: the shape comes from :data:`DATASETS` and the data files must be where
+    ``fred_jax.data`` looks for them. Returns the resolved facts: ``image_shape``,
+    ``num_classes``, ``k``, ``instances_per_class``.
+    """
+    from fred_jax import augment, masks, models, objectives, synset, transforms
+
+    _check_fields(config, objectives.NAMES)
+    if config.parameterization not in PARAMETERIZATIONS:
+        _fail("parameterization", f"{config.parameterization!r} is not one of {PARAMETERIZATIONS}")
+    if config.objective not in objectives.NAMES:
+        _fail("objective", f"unknown objective {config.objective!r}; expected one of "
+                           f"{objectives.NAMES}")
+    for field, name in [("model", config.model)] + [
+            ("eval.models", m.strip()) for m in config.eval.models.split(",") if m.strip()]:
+        if name not in models.ARCHS:
+            _fail(field, f"unknown model {name!r}; expected one of {models.ARCHS}")
+    if config.objective == "dc" and config.model in models.BATCHNORM_ARCHS:
+        _fail("model", f"{config.model} has BatchNorm, which DC matching does not support here")
+    for field in ("conv_impl", "eval.conv_impl"):
+        value = config.conv_impl if field == "conv_impl" else config.eval.conv_impl
+        if value not in models.CONV_IMPLS:
+            _fail(field, f"{value!r} is not one of {models.CONV_IMPLS}")
+    if config.transform not in transforms.NAMES:
+        _fail("transform", f"unknown transform {config.transform!r}; expected one of "
+                           f"{transforms.NAMES}")
+    if config.mask_kind not in masks.KINDS:
+        _fail("mask_kind", f"unknown mask kind {config.mask_kind!r}; expected one of {masks.KINDS}")
+    if config.lr_convention not in LR_CONVENTIONS:
+        _fail("lr_convention", f"{config.lr_convention!r} is not one of {LR_CONVENTIONS}")
+    if (config.parameterization == "fred" and config.lr_convention == "torch_dct"
+            and config.transform != "dct"):
+        _fail("lr_convention", f"'torch_dct' rescales DCT coefficients; transform is "
+                               f"{config.transform!r} (use 'orthonormal')")
+    try:
+        augment.parse_strategy(config.dsa_strategy)
+    except ValueError as e:
+        _fail("dsa_strategy", str(e))
+    for field in ("num_iterations", "log_every", "checkpoint_every", "keep_checkpoints",
+                  "dm.batch_real", "dc.batch_real", "dc.batch_train", "eval.batch_size",
+                  "eval.epochs"):
+        value = config
+        for part in field.split("."):
+            value = value[part]
+        if int(value) < 1:
+            _fail(field, f"must be >= 1, got {value}")
+    if int(config.eval.every) < 0 or int(config.eval.num_eval) < 0:
+        _fail("eval", "every and num_eval must be >= 0")
+    for field in ("lr", "lr_pixel", "eval.lr"):
+        value = config.eval.lr if field == "eval.lr" else config[field]
+        if not float(value) > 0:
+            _fail(field, f"must be > 0, got {value}")
+    if not 0 <= float(config.momentum) < 1:
+        _fail("momentum", f"must be in [0, 1), got {config.momentum}")
+
+    if dataset is not None:
+        image_shape, num_classes = tuple(dataset.image_shape), int(dataset.num_classes)
+    else:
+        if config.dataset not in DATASETS:
+            _fail("dataset", f"unknown dataset {config.dataset!r}; expected one of "
+                             f"{tuple(DATASETS)}")
+        image_shape, num_classes = DATASETS[config.dataset]
+    if config.dsa_strategy not in ("", "none", "None") and len(image_shape) != 3:
+        _fail("dsa_strategy", f"DSA needs 2-D images, {config.dataset} has shape {image_shape}")
+    spatial = image_shape[:-1]
+    d = math.prod(spatial)
+    k = d if config.parameterization == "pixel" else int(config.k)
+    if config.parameterization == "fred" and not 1 <= k <= d:
+        _fail("k", f"k={k} kept coefficients per channel, but a {config.dataset} image has only "
+                   f"d={d} values per channel ({'x'.join(map(str, spatial))})")
+    try:
+        n = synset.instances_per_class(int(config.ipc), spatial, k)
+    except ValueError as e:
+        _fail("ipc", f"the budget gives no instance: {e}")
+    if config.objective == "dc" and not config.dc.outer_loop:
+        from fred_jax.objectives import dc
+
+        if int(config.ipc) not in dc.LOOPS:
+            _fail("dc.outer_loop", f"no reference loop schedule for ipc={config.ipc} (known: "
+                                   f"{sorted(dc.LOOPS)}); set dc.outer_loop and dc.inner_loop")
+    if config.objective == "dc" and bool(config.dc.outer_loop) != bool(config.dc.inner_loop):
+        _fail("dc.inner_loop", "set both dc.outer_loop and dc.inner_loop, or neither")
+    if dataset is None:
+        _check_data(config)
+    return {"image_shape": image_shape, "num_classes": num_classes, "k": k,
+            "instances_per_class": n}
+
+
+LOCAL_DATASETS = ("mnist", "fashion_mnist", "cifar10", "tiny_imagenet")
+"""Datasets that ``fred_jax.data`` builds from original files under ``data_dir/<name>/``."""
+
+
+def _check_data(config: Any) -> None:
+    """Offline datasets need their folder of original files where ``fred_jax.data`` reads it
+    (``config.data_dir``, else ``$FRED_DATA_DIR``); the loader itself checks the files."""
+    if config.dataset not in LOCAL_DATASETS:
+        return
+    root = config.data_dir or os.environ.get("FRED_DATA_DIR", "")
+    if not root:
+        _fail("data_dir", f"no data directory for {config.dataset!r}: set config.data_dir or "
+                          f"FRED_DATA_DIR to the folder that holds {config.dataset}/")
+    folder = os.path.join(root, config.dataset)
+    if not os.path.isdir(folder) or not os.listdir(folder):
+        source = "config.data_dir" if config.data_dir else "$FRED_DATA_DIR"
+        _fail("dataset", f"data for {config.dataset!r} not found: {folder} (from {source}) is "
+                         f"missing or empty; put the original files there (see "
+                         f"fred_jax.data and shared/data/README.md)")
+
+
+def from_file(path: str) -> ml_collections.ConfigDict:
+    """``get_config()`` of the config file at ``path`` (configs import their base this way:
+    ``configuration.from_file(os.path.join(os.path.dirname(__file__), "base.py"))``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(os.path.basename(path).removesuffix(".py"),
+                                                  path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no config file at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()

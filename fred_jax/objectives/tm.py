@@ -1,0 +1,356 @@
+"""Trajectory matching (MTT, Cazenavette et al. 2022), the objective of FreD's headline results.
+
+Given an expert trajectory ``theta*`` (flat parameter vectors per epoch, see
+:mod:`fred_jax.experts`), start a student at ``theta*_t`` (t random below ``max_start_epoch``),
+take ``syn_steps`` SGD steps with the learnable rate ``syn_lr`` on mini-batches of the decoded
+synthetic set, and return
+
+    ||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2,   M = expert_epochs.
+
+As in the reference (``distill.py`` / FreD ``main_TM_FreD.py``): every inner step applies DSA
+with per-image parameters (the reference calls ``DiffAugment`` without a seed, its non-siamese
+mode), the cross-entropy is the batch mean, and the gradient flows into the images and into
+``syn_lr`` through all the steps (second order). Mini-batches: with ``batch_syn = N`` (default,
+the reference's ``batch_syn=0``) every step uses the whole set; otherwise each step takes the
+next ``batch_syn`` indices of a stream of random permutations (the reference takes chunks of one
+permutation at a time, so it differs only when ``batch_syn`` does not divide N, where its last
+chunk is smaller).
+
+Memory: the steps run in ``lax.scan``; under ``remat`` each step's augmentation and each piece
+of its gradient are ``jax.checkpoint``-ed, so the backward pass keeps per step only its inputs
+(the parameter vector, ``4 P`` bytes = 1.3 MB for the CIFAR ConvNet, the augmented batch and a
+running gradient sum per piece) and recomputes the activations when it needs them; without
+remat every step's activations (hundreds of MB per step at the CIFAR-10 ipc=1 budget) would
+stay alive. ``grad_chunk`` splits each step's gradient into sequential pieces of that many
+images, so only one piece's activations are alive at a time (less memory, and faster on CPU
+thanks to cache locality; measured in ``benchmarks/step_time_tm.py``). On XLA:CPU use
+``conv_impl="im2col"`` for the student (second-order convolution gradients are faster as
+slices and matmuls); on GPU/TPU use ``"lax"`` (``config.conv_impl``) and ``grad_chunk=0``.
+
+Several trajectories per outer step: pass ``start``/``target`` of shape ``[T, P]``; they are
+vmapped and the loss is their mean.
+
+The learnable rate has its own optimiser (SGD, momentum 0.5, ``lr_lr``) and is clipped to
+``>= MIN_SYN_LR`` after each update (reference: ``syn_lr.data.clip(min=0.001)``); it starts at
+``lr_teacher`` and its final value is the learning rate that evaluation uses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fred_jax import augment, experts
+from fred_jax.configuration import ConfigError
+from fred_jax.experts import param_unraveler
+from fred_jax.objectives.base import Objective, Problem, single_step
+
+MIN_SYN_LR = 1e-3
+LR_MOMENTUM = 0.5
+
+
+def batch_indices(key: jax.Array, n: int, batch: int, steps: int) -> jax.Array:
+    """``int32[steps, batch]``: consecutive chunks of a stream of random permutations of n."""
+    if not 1 <= batch <= n:
+        raise ValueError(f"batch_syn must be in [1, {n}], got {batch}")
+    num_perm = math.ceil(steps * batch / n)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, num_perm))
+    return perms.reshape(-1)[: steps * batch].reshape(steps, batch).astype(jnp.int32)
+
+
+def student_trajectory(
+    model: nn.Module,
+    images: jax.Array,
+    labels: jax.Array,
+    syn_lr: jax.Array,
+    start: jax.Array,
+    key: jax.Array,
+    *,
+    syn_steps: int,
+    batch_syn: int | None = None,
+    dsa: bool = True,
+    dsa_strategy: str = augment.STRATEGY,
+    dsa_params: augment.DSAParams = augment.DSAParams(),
+    remat: bool = True,
+    grad_chunk: int = 0,
+) -> jax.Array:
+    """Final student parameters ``[P]`` after ``syn_steps`` SGD steps from ``start [P]`` on
+    ``images [N, ...]`` / ``labels [N]`` with rate ``syn_lr`` (differentiable in all three).
+
+    grad_chunk: images per piece when summing each step's gradient over sequential pieces of
+    the batch (0: one piece). Same result; with remat the backward pass holds one piece's
+    activations at a time, which on CPU is also faster (cache). The last piece is padded with
+    zero-weight images.
+    """
+    n = images.shape[0]
+    _, unravel = param_unraveler(model, images.shape[1:])
+    batch = n if batch_syn is None or batch_syn == 0 else batch_syn
+    if grad_chunk < 0:
+        raise ValueError(f"grad_chunk must be >= 0, got {grad_chunk}")
+    size = batch if grad_chunk == 0 else min(grad_chunk, batch)
+    pieces = -(-batch // size)
+    pad = pieces * size - batch
+    weight = jnp.concatenate([jnp.ones(batch, images.dtype), jnp.zeros(pad, images.dtype)])
+    aug_key, batch_key = jax.random.split(key)
+    step_keys = jax.random.split(aug_key, syn_steps)
+    full = batch == n
+    idx = jnp.zeros((syn_steps, 0), jnp.int32) if full else batch_indices(
+        batch_key, n, batch, syn_steps)
+
+    def augment_batch(step_key, ix):
+        x, y = (images, labels) if full else (images[ix], labels[ix])
+        if dsa:
+            x = augment.dsa(step_key, x, dsa_strategy, dsa_params, siamese=False)
+        return x, y
+
+    def chunk_grad(theta, acc, x, y, w):
+        def ce_sum(th):
+            logits = model.apply({"params": unravel(th)}, x, train=True)
+            return jnp.sum(w * optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+        return acc + jax.grad(ce_sum)(theta)
+
+    if remat:
+        # Residuals of a step: its inputs only (parameters, augmentation key/indices and, per
+        # chunk, the running sum and the augmented piece); activations are recomputed.
+        augment_batch = jax.checkpoint(augment_batch)
+        chunk_grad = jax.checkpoint(chunk_grad)
+
+    def step(theta, inputs):
+        x, y = augment_batch(*inputs)
+        if pad:
+            x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+            y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)])
+        split = (x.reshape(pieces, size, *x.shape[1:]), y.reshape(pieces, size),
+                 weight.reshape(pieces, size))
+        total, _ = jax.lax.scan(lambda acc, xyw: (chunk_grad(theta, acc, *xyw), None),
+                                jnp.zeros_like(theta), split)
+        return theta - syn_lr * (total / batch), None
+
+    final, _ = jax.lax.scan(step, start, (step_keys, idx))
+    return final
+
+
+def loss(
+    model: nn.Module,
+    images: jax.Array,
+    labels: jax.Array,
+    syn_lr: jax.Array,
+    start: jax.Array,
+    target: jax.Array,
+    key: jax.Array,
+    *,
+    syn_steps: int,
+    batch_syn: int | None = None,
+    dsa: bool = True,
+    dsa_strategy: str = augment.STRATEGY,
+    dsa_params: augment.DSAParams = augment.DSAParams(),
+    remat: bool = True,
+    grad_chunk: int = 0,
+) -> jax.Array:
+    """Trajectory-matching loss (scalar) of the decoded synthetic set.
+
+    model: the student architecture (only a ``params`` collection, e.g. ConvNet).
+    images ``[N, H, W, C]``, labels ``[N]`` int: the decoded synthetic set (flattened).
+    syn_lr: scalar learnable student learning rate.
+    start, target: expert parameters at epochs t and t+M, ``[P]`` or ``[T, P]`` (T
+      trajectories, vmapped, loss averaged).
+    key: randomness of the augmentation and mini-batches (one per outer iteration).
+    batch_syn: student mini-batch size, None or 0 for the whole set.
+    grad_chunk: images per sequential piece of each step's gradient (0: whole batch); see
+      ``student_trajectory``.
+    """
+    if images.ndim != 4 or labels.shape != images.shape[:1]:
+        raise ValueError(f"tm needs images [N, H, W, C] and labels [N], got {images.shape} "
+                         f"and {labels.shape}")
+    if syn_steps < 1:
+        raise ValueError(f"syn_steps must be >= 1, got {syn_steps}")
+    if start.shape != target.shape or start.ndim not in (1, 2):
+        raise ValueError(f"start and target must both be [P] or [T, P], got {start.shape} "
+                         f"and {target.shape}")
+    num_params, _ = param_unraveler(model, images.shape[1:])
+    if start.shape[-1] != num_params:
+        raise ValueError(f"expert vectors have {start.shape[-1]} parameters but the student "
+                         f"{type(model).__name__} on {images.shape[1:]} has {num_params}")
+
+    def one(s, t, k):
+        final = student_trajectory(
+            model, images, labels, syn_lr, s, k, syn_steps=syn_steps, batch_syn=batch_syn,
+            dsa=dsa, dsa_strategy=dsa_strategy, dsa_params=dsa_params, remat=remat,
+            grad_chunk=grad_chunk)
+        return jnp.sum((final - t) ** 2) / jnp.sum((s - t) ** 2)
+
+    if start.ndim == 1:
+        return one(start, target, key)
+    keys = jax.random.split(key, start.shape[0])
+    return jnp.mean(jax.vmap(one)(start, target, keys))
+
+
+def lr_optimizer(lr_lr: float) -> optax.GradientTransformation:
+    """Optimiser of the learnable student rate: SGD with momentum 0.5 (reference)."""
+    return optax.sgd(lr_lr, momentum=LR_MOMENTUM)
+
+
+def clip_lr(syn_lr: jax.Array) -> jax.Array:
+    """Keep the learnable rate ``>= MIN_SYN_LR`` (applied after every update)."""
+    return jnp.maximum(syn_lr, MIN_SYN_LR)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """The ``config.tm`` section with the reference defaults (FreD ``TM/hyper_params.py`` for
+    CIFAR-10 ipc=1; MTT ``buffer.py`` for the experts). Every field is commented."""
+    c = ml_collections.ConfigDict()
+    c.syn_steps = 50  # student SGD steps per iteration (reference syn_steps)
+    c.expert_epochs = 2  # M: the target is the expert M epochs after the start
+    c.max_start_epoch = 5  # start epoch t drawn uniformly from [0, max_start_epoch)
+    c.lr_teacher = 0.01  # initial learnable student rate (reference lr_teacher)
+    c.lr_lr = 1e-7  # SGD rate (momentum 0.5) of the learnable student rate; clipped >= 1e-3
+    c.batch_syn = 0  # student mini-batch; 0 = the whole synthetic set (reference default)
+    c.num_trajectories = 1  # expert trajectories per iteration (vmapped, loss averaged)
+    c.grad_chunk = 20  # images per piece of each student gradient (same result, less memory;
+    # CPU: ~20 is fastest; GPU/TPU: 0 = the whole batch at once)
+    c.max_experts = 0  # experts held in memory for sampling; 0 = all in experts.dir
+    c.train_experts_if_missing = False  # train missing experts before distilling
+    c.experts = ml_collections.ConfigDict()
+    c.experts.dir = "experts/cifar10_ConvNetD3"  # folder of expert_*.npy + experts.json
+    c.experts.num_experts = 100  # experts to train (reference 100)
+    c.experts.epochs = 50  # epochs per expert, each one stored (reference 50)
+    c.experts.lr = 0.01  # SGD rate of the experts (reference lr_teacher of buffer.py)
+    c.experts.momentum = 0.0  # SGD momentum of the experts (reference 0)
+    c.experts.weight_decay = 0.0  # weight decay of the experts (reference 0)
+    c.experts.batch_size = 256  # expert training batch (reference batch_train)
+    c.experts.dsa = True  # DSA (per image, config.dsa_strategy) on the real training batches
+    c.experts.parallel = 2  # experts trained at once (vmap); raise on accelerators
+    c.experts.conv_impl = "im2col"  # vmapped experts: im2col on CPU (lax convolutions of
+    # different weights become grouped convolutions, slow on XLA:CPU); "lax" on GPU/TPU
+    c.experts.seed = 0  # expert i uses fold_in(key(seed), i)
+    return c
+
+
+def check_config(config: Any) -> None:
+    """Raise ConfigError for a ``config.tm`` section that cannot run (names the field)."""
+    t = config.tm
+    for field in ("syn_steps", "expert_epochs", "max_start_epoch", "num_trajectories",
+                  "experts.num_experts", "experts.epochs", "experts.batch_size",
+                  "experts.parallel"):
+        value = t
+        for part in field.split("."):
+            value = value[part]
+        if int(value) < 1:
+            raise ConfigError(f"config.tm.{field} must be >= 1, got {value}")
+    if min(int(t.batch_syn), int(t.max_experts), int(t.grad_chunk)) < 0:
+        raise ConfigError("config.tm.batch_syn, max_experts and grad_chunk must be >= 0")
+    if not float(t.lr_teacher) >= MIN_SYN_LR or not float(t.lr_lr) > 0:
+        raise ConfigError(f"config.tm.lr_teacher must be >= {MIN_SYN_LR} and lr_lr > 0, got "
+                         f"{t.lr_teacher} and {t.lr_lr}")
+    need = int(t.max_start_epoch) - 1 + int(t.expert_epochs)
+    if need > int(t.experts.epochs):
+        raise ConfigError(f"config.tm: max_start_epoch - 1 + expert_epochs = {need} exceeds "
+                         f"experts.epochs = {t.experts.epochs}")
+
+
+def expert_settings(config: Any, num_params: int | None = None) -> dict:
+    """Settings that stored experts must match to be used with ``config``."""
+    e = config.tm.experts
+    out = {"dataset": config.dataset, "model": config.model, "zca": bool(config.zca),
+           "lr": float(e.lr), "momentum": float(e.momentum),
+           "weight_decay": float(e.weight_decay), "batch_size": int(e.batch_size),
+           "dsa": bool(e.dsa), "dsa_strategy": config.dsa_strategy if e.dsa else ""}
+    if num_params is not None:
+        out["num_params"] = num_params
+    return out
+
+
+def missing_experts_message(config: Any) -> str:
+    """How to create the experts that ``config`` needs."""
+    e = config.tm.experts
+    return (f"no expert trajectories for {config.dataset}/{config.model} in "
+            f"{e.dir!r}. Create them with\n  python -m fred_jax.experts --config "
+            f"<this config file>   (trains {e.num_experts} experts x {e.epochs} epochs; "
+            f"--config.tm.experts.num_experts=N for fewer)\nor set "
+            f"config.tm.train_experts_if_missing=True, or point config.tm.experts.dir at "
+            f"existing experts.")
+
+
+def load_pool(config: Any, num_params: int) -> np.ndarray:
+    """``[E, max_start_epoch + expert_epochs, P]``: the epochs TM can use of each stored
+    expert (E = all or ``max_experts``), read one memory-mapped file at a time. Trains the
+    experts first when they are missing and ``train_experts_if_missing`` is set; otherwise a
+    ConfigError says how to create them."""
+    t = config.tm
+    if experts.read_meta(t.experts.dir) is None:
+        if not t.train_experts_if_missing:
+            raise ConfigError(missing_experts_message(config))
+        experts.train_from_config(config)
+    try:
+        buffer = experts.ExpertBuffer(t.experts.dir, expert_settings(config, num_params))
+    except FileNotFoundError as e:
+        raise ConfigError(f"{e}\n{missing_experts_message(config)}") from None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    rows = int(t.max_start_epoch) + int(t.expert_epochs)
+    if rows - 1 > buffer.epochs:
+        raise ConfigError(f"config.tm needs expert epochs up to {rows - 1}, the experts in "
+                          f"{t.experts.dir!r} have {buffer.epochs}")
+    count = len(buffer) if not int(t.max_experts) else min(len(buffer), int(t.max_experts))
+    return np.stack([np.asarray(buffer.trajectory(i)[:rows]) for i in range(count)])
+
+
+def build(config: Any, problem: Problem) -> Objective:
+    """TM objective: per iteration ``config.tm.num_trajectories`` random (expert, start) pairs
+    from the stored experts, the student ``problem.model`` (``config.model`` with
+    ``config.conv_impl``), DSA ``config.dsa_strategy``; one optimiser step on the coefficients
+    and on the learnable rate ``syn_lr`` (then clipped)."""
+    check_config(config)
+    t = config.tm
+    model, shape = problem.model, problem.image_shape
+    num_params, _ = param_unraveler(model, shape)
+    pool = jnp.asarray(load_pool(config, num_params))
+    num_experts = pool.shape[0]
+    syn_steps, batch_syn = int(t.syn_steps), int(t.batch_syn) or None
+    max_start, m, count = int(t.max_start_epoch), int(t.expert_epochs), int(t.num_trajectories)
+    strategy = config.dsa_strategy
+    use_dsa = bool(augment.parse_strategy(strategy))
+    labels = jnp.repeat(jnp.arange(problem.num_classes, dtype=jnp.int32),
+                        problem.instances_per_class)
+    if batch_syn is not None and batch_syn > labels.shape[0]:
+        raise ValueError(f"config.tm.batch_syn={batch_syn} exceeds the {labels.shape[0]} "
+                         "synthetic instances")
+
+    def loss_fn(learnable, key):
+        k_expert, k_epoch, k_tm = jax.random.split(key, 3)
+        e = jax.random.randint(k_expert, (count,), 0, num_experts)
+        start_epoch = jax.random.randint(k_epoch, (count,), 0, max_start)
+        start, target = pool[e, start_epoch], pool[e, start_epoch + m]
+        images = problem.decode(learnable["coeffs"]).reshape(-1, *shape)
+        value = loss(model, images, labels, learnable["syn_lr"], start, target, k_tm,
+                     syn_steps=syn_steps, batch_syn=batch_syn, dsa=use_dsa,
+                     dsa_strategy=strategy if use_dsa else augment.STRATEGY,
+                     grad_chunk=int(t.grad_chunk))
+        return value, {"syn_lr": learnable["syn_lr"]}
+
+    step = single_step(loss_fn)
+
+    def update(learnable, opt_state, key, apply):
+        learnable, opt_state, metrics = step(learnable, opt_state, key, apply)
+        return {**learnable, "syn_lr": clip_lr(learnable["syn_lr"])}, opt_state, metrics
+
+    return Objective(
+        name="tm", update=update,
+        extra_learnables={"syn_lr": jnp.asarray(float(t.lr_teacher), jnp.float32)},
+        extra_optimisers={"syn_lr": lr_optimizer(float(t.lr_lr))},
+    )
+
+
+__all__ = ["batch_indices", "build", "check_config", "clip_lr", "defaults", "load_pool",
+           "loss", "lr_optimizer", "student_trajectory"]

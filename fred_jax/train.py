@@ -1,0 +1,421 @@
+"""The distillation loop: init the frequency memory, run an objective, evaluate, checkpoint, export.
+
+State: a pytree ``TrainState(learnable, opt_state, indices, step, key)`` where ``learnable`` is
+``{"coeffs": [C, n, k, ch], **objective.extra_learnables}``. One jitted step folds the step into
+the run key and hands it to the objective's ``update`` (``fred_jax.objectives``) together with
+``apply``, the optax update of every learnable leaf (``optax.multi_transform``: SGD with
+momentum on the coefficients, the objective's own optimiser on every extra leaf).
+
+Learning rate of the coefficients. The official FreD code optimises coefficients of the
+*unnormalised* DCT-II of torch-dct (``norm=None``): per axis of length N,
+``X_k = 2 sum_n x_n cos(pi k (2n+1) / 2N)``, i.e. ``s_0 = 2 sqrt(N)`` and ``s_k = sqrt(2N)``
+times our orthonormal coefficient; a 2-D coefficient ``(k1, k2)`` is scaled by
+``s = s_k1(H) * s_k2(W)``. With ``c_ref = s c``, ``dL/dc = s dL/dc_ref``, so an SGD(+momentum)
+step of rate ``lr_ref`` on ``c_ref`` is, in our coordinates, a step of rate ``lr_ref / s^2`` per
+coefficient. ``lr_convention = "torch_dct"`` applies exactly that per-coefficient factor, so
+``config.lr`` is the reference's value (DM 1e6, DC 1e3 on 32x32: 1e6 / 64^2 = 244 for most
+coefficients, 61 for the DC term). ``"orthonormal"``: ``config.lr`` is used as is (pixels,
+other transforms). ``tests/test_objectives.py`` checks the equivalence on a toy problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Iterable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+
+from fred_jax import checkpoint, configuration, data, evaluate, models, objectives, synset
+
+PyTree = Any
+Callback = Callable[[int, "TrainState", dict], None]
+
+LR_CONVENTIONS = ("torch_dct", "orthonormal")
+PARAMETERIZATIONS = ("fred", "pixel")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The distillation loss became NaN or infinite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during distillation, plus the fixed kept indices."""
+
+    learnable: dict
+    opt_state: PyTree
+    indices: jax.Array
+    step: jax.Array
+    key: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A ready-to-run distillation: initial state, jitted step and what the outputs need."""
+
+    state: TrainState
+    step_fn: Callable[[TrainState], tuple[TrainState, dict]]
+    objective: objectives.Objective
+    problem: objectives.Problem
+    transform: str
+    image_shape: tuple[int, ...]
+
+
+# ----------------------------------------------------------------------------- learning rate
+
+
+def torch_dct_scale(spatial_shape: tuple[int, ...]) -> np.ndarray:
+    """``s`` per spatial frequency: unnormalised (torch-dct ``norm=None``) DCT-II coefficient
+    divided by the orthonormal one, shape ``spatial_shape``."""
+    s = np.ones((), np.float64)
+    for n in spatial_shape:
+        axis = np.full(n, math.sqrt(2.0 * n))
+        axis[0] = 2.0 * math.sqrt(n)
+        s = np.multiply.outer(s, axis)
+    return s
+
+
+def coefficient_lr_scale(
+    indices: np.ndarray, image_shape: tuple[int, ...], transform: str, convention: str
+) -> np.ndarray:
+    """Per-coefficient factor ``[C, 1, k, 1]`` on the coefficient learning rate (module doc)."""
+    indices = np.asarray(indices)
+    if convention == "orthonormal":
+        return np.ones((indices.shape[0], 1, indices.shape[1], 1), np.float32)
+    if convention != "torch_dct":
+        raise ValueError(f"lr_convention must be one of {LR_CONVENTIONS}, got {convention!r}")
+    if transform != "dct":
+        raise ValueError(f"lr_convention 'torch_dct' needs transform 'dct', got {transform!r}")
+    s = torch_dct_scale(tuple(image_shape[:-1])).reshape(-1)[indices]
+    return (1.0 / s**2).astype(np.float32)[:, None, :, None]
+
+
+def _scale_by_array(scale: np.ndarray) -> optax.GradientTransformation:
+    """Multiply every update leaf elementwise by the constant ``scale`` (broadcast)."""
+    scale = jnp.asarray(scale)
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda u: u * scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(
+    lr: float,
+    momentum: float,
+    lr_scale: np.ndarray,
+    extra_optimisers: dict[str, optax.GradientTransformation],
+) -> optax.GradientTransformation:
+    """SGD (reference momentum) on ``"coeffs"`` scaled per coefficient by ``lr_scale``;
+    ``extra_optimisers[name]`` on every other learnable leaf ``name``."""
+    coeffs_tx = optax.chain(
+        _scale_by_array(lr_scale), optax.sgd(lr, momentum=momentum if momentum else None)
+    )
+    transforms = {"coeffs": coeffs_tx, **extra_optimisers}
+    return optax.multi_transform(transforms, {name: name for name in transforms})
+
+
+def make_apply(tx: optax.GradientTransformation) -> objectives.Apply:
+    """``apply(learnable, opt_state, grads) -> (learnable, opt_state)``: one optax step."""
+
+    def apply(learnable, opt_state, grads):
+        updates, opt_state = tx.update(grads, opt_state, learnable)
+        return optax.apply_updates(learnable, updates), opt_state
+
+    return apply
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def resolve(config: Any) -> tuple[str, float, str]:
+    """``(transform, lr, lr_convention)`` after the ``parameterization`` switch: "pixel" is the
+    identity transform with k = d, trained with ``config.lr_pixel`` as given."""
+    if config.parameterization == "pixel":
+        return "identity", float(config.lr_pixel), "orthonormal"
+    return config.transform, float(config.lr), config.lr_convention
+
+
+def kept_per_channel(config: Any, image_shape: tuple[int, ...]) -> int:
+    """k: ``config.k`` for FreD, all d values for the pixel baseline."""
+    if config.parameterization == "pixel":
+        return math.prod(image_shape[:-1])
+    return int(config.k)
+
+
+def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
+    """Initial state (real-image init, EVR masks), objective and the jitted step."""
+    root = jax.random.PRNGKey(int(config.seed))
+    image_shape = tuple(int(s) for s in dataset.image_shape)
+    transform, lr, convention = resolve(config)
+    k = kept_per_channel(config, image_shape)
+    init = synset.init(
+        jax.random.fold_in(root, 0), dataset.x_train, dataset.y_train, dataset.num_classes,
+        ipc=int(config.ipc), k=k, transform=transform, mask_kind=config.mask_kind,
+    )
+    x_train = jnp.asarray(dataset.x_train)
+    y_train = jnp.asarray(dataset.y_train)
+    model = models.get(config.model, dataset.num_classes, image_shape, conv_impl=config.conv_impl)
+    indices = init.indices
+
+    def decode(coeffs):
+        return synset.decode(coeffs, indices, transform, image_shape)
+
+    problem = objectives.Problem(
+        decode=decode, x_train=x_train, y_train=y_train,
+        class_index=data.class_index(y_train, dataset.num_classes), model=model,
+        num_classes=dataset.num_classes, image_shape=image_shape, ipc=int(config.ipc),
+        instances_per_class=init.n, mesh=mesh,
+    )
+    objective = objectives.build(config, problem)
+    learnable = {"coeffs": init.coeffs, **objective.extra_learnables}
+    tx = make_optimizer(
+        lr, float(config.momentum),
+        coefficient_lr_scale(np.asarray(indices), image_shape, transform, convention),
+        dict(objective.extra_optimisers),
+    )
+    state = TrainState(
+        learnable=learnable, opt_state=tx.init(learnable), indices=indices,
+        step=jnp.zeros((), jnp.int32), key=jax.random.fold_in(root, 1),
+    )
+    apply = make_apply(tx)
+
+    def step(state: TrainState) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(state.key, state.step)
+        learnable, opt_state, metrics = objective.update(
+            state.learnable, state.opt_state, key, apply)
+        return state.replace(learnable=learnable, opt_state=opt_state, step=state.step + 1), metrics
+
+    return Setup(state=state, step_fn=jax.jit(step), objective=objective, problem=problem,
+                 transform=transform, image_shape=image_shape)
+
+
+def current_synset(setup: Setup, state: TrainState) -> synset.SynSet:
+    """The synthetic set held by ``state``."""
+    return synset.SynSet(coeffs=state.learnable["coeffs"], indices=state.indices,
+                         transform=setup.transform, image_shape=setup.image_shape)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+class _Writer:
+    """metrics.jsonl + TensorBoard (tensorboardX) scalars."""
+
+    def __init__(self, workdir: str, resume_step: int):
+        from tensorboardX import SummaryWriter
+
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(self.path):  # drop rows a killed run wrote after its last checkpoint
+            with open(self.path) as f:
+                rows = [line for line in f if json.loads(line)["step"] <= resume_step]
+            with open(self.path, "w") as f:
+                f.writelines(rows)
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": int(step), **scalars}) + "\n")
+        for name, value in scalars.items():
+            self.tb.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def eval_lr(config: Any, state: TrainState) -> float:
+    """Evaluation learning rate: a learned ``syn_lr`` leaf (TM) if the objective has one,
+    else ``config.eval.lr``."""
+    if "syn_lr" in state.learnable:
+        return float(state.learnable["syn_lr"])
+    return float(config.eval.lr)
+
+
+def _evaluate(config: Any, setup: Setup, state: TrainState, dataset: Any) -> dict[str, dict]:
+    images = jax.device_get(current_synset(setup, state).images())
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 2),
+                             int(state.step))
+    names = [m.strip() for m in config.eval.models.split(",") if m.strip()]
+    results = evaluate.evaluate_synset(
+        key, images, None, dataset, models=names, epochs=int(config.eval.epochs),
+        lr=eval_lr(config, state), num_eval=int(config.eval.num_eval),
+        batch_size=int(config.eval.batch_size), dsa=bool(config.eval.dsa),
+        conv_impl=config.eval.conv_impl, progress=False,
+    )
+    return {name: {"mean": float(r["mean"]), "std": float(r["std"]),
+                   "accs": [float(a) for a in r["accs"]]} for name, r in results.items()}
+
+
+def _export(path: str, setup: Setup, state: TrainState, dataset: Any, **extra: Any) -> None:
+    extra.update({name: float(np.asarray(value)) for name, value in state.learnable.items()
+                  if name != "coeffs" and np.size(value) == 1})
+    synset.save(path, current_synset(setup, state), mean=np.asarray(dataset.mean),
+                std=np.asarray(dataset.std), dataset=dataset.name, **extra)
+
+
+def _pictures(workdir: str, setup: Setup, state: TrainState, dataset: Any) -> None:
+    """PNG grids of the decoded (denormalised) images and of the class masks."""
+    from fred_jax import visualize
+
+    current = current_synset(setup, state)
+    visualize.save_image_grid(os.path.join(workdir, "synset_images.png"),
+                              np.asarray(current.images()), dataset.mean, dataset.std)
+    visualize.save_mask_grid(os.path.join(workdir, "synset_masks.png"),
+                             visualize.indices_to_masks(np.asarray(current.indices),
+                                                        setup.image_shape[:-1]))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def run(
+    config: Any,
+    workdir: str,
+    *,
+    dataset: Any = None,
+    callbacks: Iterable[Callback] = (),
+    progress: bool = True,
+) -> dict:
+    """Distil ``config`` into ``workdir``, resuming from its latest checkpoint, and return the
+    results (also written to ``workdir/results.json``).
+
+    dataset: a loaded ``fred_jax.data.Dataset`` (default: ``data.load`` from the config).
+    callbacks: ``fn(step, state, metrics)`` after every iteration (e.g. early stops; an
+    exception raised there ends the run like a kill, after the last checkpoint).
+    """
+    configuration.validate(config, dataset=dataset)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    if dataset is None:
+        dataset = data.load(config.dataset, data_dir=config.data_dir or None, zca=config.zca)
+
+    setup = create(config, dataset)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                   max_to_keep=int(config.keep_checkpoints))
+    try:
+        return _loop(config, workdir, dataset, setup, ckpt, callbacks, progress)
+    finally:
+        ckpt.close()
+
+
+def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoint.Checkpointer,
+          callbacks: Iterable[Callback], progress: bool) -> dict:
+    """Resume from ``ckpt``, iterate with evaluation and checkpoints, write the outputs."""
+    state = setup.state
+    record = {"history": [], "best": None, "wall_time": 0.0}
+    if ckpt.latest_step() is not None:
+        state, record = ckpt.restore(setup.state)
+        logging.info("resumed from %s at iteration %d", ckpt.directory, int(state.step))
+    if not np.array_equal(np.asarray(state.indices), np.asarray(setup.state.indices)):
+        raise ValueError(f"checkpoint in {workdir} was made with a different configuration")
+
+    start, total = int(state.step), int(config.num_iterations)
+    writer = _Writer(workdir, start)
+    n, k = setup.state.learnable["coeffs"].shape[1:3]
+    logging.info("distilling %s with %s/%s: %d classes x %d instances x k=%d, %d iterations",
+                 config.dataset, config.parameterization, config.objective,
+                 dataset.num_classes, n, k, total)
+    every = int(config.eval.every)
+    do_eval = int(config.eval.num_eval) > 0
+    t0 = time.perf_counter() - float(record["wall_time"])
+    last_saved = start
+    bar = tqdm.tqdm(range(start, total), initial=start, total=total, disable=not progress,
+                    desc="distill", dynamic_ncols=True)
+    try:
+        for it in bar:
+            t_step = time.perf_counter()
+            state, metrics = setup.step_fn(state)
+            scalars = {name: float(v) for name, v in jax.device_get(metrics).items()}
+            step = it + 1
+            if not math.isfinite(scalars["loss"]):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({scalars['loss']}) at iteration {step}: the synthetic set "
+                    f"diverged; lower the coefficient learning rate (config.lr="
+                    f"{config.lr}, lr_pixel={config.lr_pixel}) or check the data. The last "
+                    f"checkpoint is iteration {last_saved} in {ckpt.directory}."
+                )
+            scalars["seconds_per_iteration"] = time.perf_counter() - t_step
+            bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+            if step % int(config.log_every) == 0 or step == total:
+                writer.write(step, scalars)
+                logging.info("iteration %d/%d loss %.5g (%.3f s/it)", step, total,
+                             scalars["loss"], scalars["seconds_per_iteration"])
+            for callback in callbacks:
+                callback(step, state, scalars)
+            if do_eval and ((every > 0 and step % every == 0) or step == total):
+                _evaluate_and_record(config, setup, state, dataset, workdir, record, writer)
+            if step % int(config.checkpoint_every) == 0 or step == total:
+                record["wall_time"] = time.perf_counter() - t0
+                ckpt.save(step, state, record)
+                last_saved = step
+    finally:
+        bar.close()
+        writer.close()
+
+    if do_eval and (not record["history"] or record["history"][-1]["step"] != total):
+        _evaluate_and_record(config, setup, state, dataset, workdir, record, writer=None)
+    record["wall_time"] = time.perf_counter() - t0
+    if int(state.step) != last_saved:
+        ckpt.save(int(state.step), state, record)
+    return _finish(config, setup, state, dataset, workdir, record)
+
+
+def _evaluate_and_record(config, setup, state, dataset, workdir, record, writer) -> None:
+    step = int(state.step)
+    t = time.perf_counter()
+    results = _evaluate(config, setup, state, dataset)
+    seconds = time.perf_counter() - t
+    record["history"].append({"step": step, "results": results, "seconds": seconds})
+    first = next(iter(results.values()))
+    for name, r in results.items():
+        logging.info("iteration %d: %s accuracy %.2f +- %.2f (%d seeds, %.0f s)", step, name,
+                     r["mean"], r["std"], len(r["accs"]), seconds)
+    if writer is not None:
+        writer.write(step, {f"eval/{name}/{stat}": r[stat]
+                            for name, r in results.items() for stat in ("mean", "std")})
+    if record["best"] is None or first["mean"] > record["best"]["mean"]:
+        record["best"] = {"step": step, "mean": first["mean"], "std": first["std"],
+                          "results": results}
+        _export(os.path.join(workdir, "synset_best.npz"), setup, state, dataset,
+                step=step, results=results)
+
+
+def _finish(config, setup, state, dataset, workdir, record) -> dict:
+    """Write the last export, pictures and results.json; return the results."""
+    _export(os.path.join(workdir, "synset_last.npz"), setup, state, dataset,
+            step=int(state.step))
+    _pictures(workdir, setup, state, dataset)
+    c, n, k, ch = (int(v) for v in state.learnable["coeffs"].shape)
+    d = math.prod(setup.image_shape[:-1])
+    final = record["history"][-1]["results"] if record["history"] else {}
+    results = {
+        "dataset": config.dataset,
+        "objective": config.objective,
+        "parameterization": config.parameterization,
+        "transform": setup.transform,
+        "ipc": int(config.ipc),
+        "k": k,
+        "instances_per_class": n,
+        "budget_parameters": c * n * k * ch,
+        "budget_limit": c * int(config.ipc) * d * ch,
+        "iterations": int(state.step),
+        "accuracy": final,
+        "best": record["best"],
+        "history": record["history"],
+        "wall_time_seconds": record["wall_time"],
+    }
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results

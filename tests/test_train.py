@@ -1,0 +1,116 @@
+"""The distillation loop: resume equals an uninterrupted run, outputs, non-finite stop."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from fred_jax import checkpoint, configuration, data, synset, train
+
+C, H = 3, 8
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    """Three separable classes of 8x8 grey images (a bright row per class plus noise)."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = np.repeat(np.arange(C), n).astype(np.int32)
+        x = rng.normal(0.0, 0.3, size=(C * n, H, H, 1)).astype(np.float32)
+        x[np.arange(C * n), 2 * y + 1] += 2.0
+        return x, y
+
+    (x_train, y_train), (x_test, y_test) = split(40), split(20)
+    return data.Dataset(name="toy", num_classes=C, class_names=("a", "b", "c"),
+                        image_shape=(H, H, 1), mean=np.zeros(1, np.float32),
+                        std=np.ones(1, np.float32), x_train=x_train, y_train=y_train,
+                        x_test=x_test, y_test=y_test)
+
+
+def small_config(**overrides):
+    config = configuration.defaults()
+    config.dataset = "toy"
+    config.ipc, config.k = 1, 16  # 4 instances per class
+    config.model = "MLP"
+    config.num_iterations = 5
+    config.lr, config.lr_convention = 1.0, "orthonormal"
+    config.dsa_strategy = "color_flip"
+    config.dm.batch_real = 8
+    config.eval.models, config.eval.num_eval, config.eval.epochs = "MLP", 1, 2
+    config.eval.every = 0
+    config.log_every, config.checkpoint_every = 1, 2
+    for name, value in overrides.items():
+        node = config
+        *path, last = name.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+class Killed(Exception):
+    pass
+
+
+def _final_state(config, dataset, workdir):
+    template = train.create(config, dataset).state
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+    state, record = ckpt.restore(template)
+    ckpt.close()
+    return state, record
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(dataset, tmp_path):
+    config = small_config()
+    straight = train.run(config, str(tmp_path / "a"), dataset=dataset, progress=False)
+
+    def kill_at_3(step, state, metrics):
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train.run(config, str(tmp_path / "b"), dataset=dataset, callbacks=[kill_at_3],
+                  progress=False)
+    resumed = train.run(config, str(tmp_path / "b"), dataset=dataset, progress=False)
+
+    state_a, _ = _final_state(config, dataset, str(tmp_path / "a"))
+    state_b, record_b = _final_state(config, dataset, str(tmp_path / "b"))
+    assert int(state_a.step) == int(state_b.step) == 5
+    for a, b in zip(jax.tree_util.tree_leaves(state_a), jax.tree_util.tree_leaves(state_b)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert straight["accuracy"]["MLP"]["accs"] == resumed["accuracy"]["MLP"]["accs"]
+    with open(tmp_path / "b" / "metrics.jsonl") as f:
+        loss_steps = [row["step"] for row in map(json.loads, f) if "loss" in row]
+    assert loss_steps == [1, 2, 3, 4, 5]  # the killed run's step 3 row was dropped on resume
+
+
+def test_outputs(dataset, tmp_path):
+    config = small_config(num_iterations=2)
+    results = train.run(config, str(tmp_path), dataset=dataset, progress=False)
+    for name in ("config.json", "results.json", "metrics.jsonl", "synset_best.npz",
+                 "synset_last.npz", "synset_images.png", "synset_masks.png"):
+        assert os.path.getsize(tmp_path / name) > 0, name
+    assert os.listdir(tmp_path / "tensorboard")
+    assert results["instances_per_class"] == 4 and results["k"] == 16
+    assert results["budget_parameters"] == C * 4 * 16 == results["budget_limit"]
+    assert set(results["accuracy"]["MLP"]) == {"mean", "std", "accs"}
+    last, meta = synset.load(tmp_path / "synset_last.npz")
+    assert last.coeffs.shape == (C, 4, 16, 1) and meta["dataset"] == "toy"
+    assert json.loads((tmp_path / "config.json").read_text())["k"] == 16
+
+
+def test_pixel_parameterization_same_budget(dataset, tmp_path):
+    config = small_config(parameterization="pixel", num_iterations=1, **{"eval.num_eval": 0})
+    results = train.run(config, str(tmp_path), dataset=dataset, progress=False)
+    assert results["transform"] == "identity" and results["k"] == H * H
+    assert results["instances_per_class"] == 1
+    assert results["budget_parameters"] == results["budget_limit"] == C * H * H
+
+
+def test_non_finite_loss_stops_with_a_message(dataset, tmp_path):
+    config = small_config(lr=1e38, momentum=0.0, **{"eval.num_eval": 0})
+    with pytest.raises(train.NonFiniteLossError, match="non-finite loss .* at iteration"):
+        train.run(config, str(tmp_path), dataset=dataset, progress=False)
