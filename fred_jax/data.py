@@ -274,7 +274,7 @@ def _source_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
         raise FileNotFoundError(
             f"{name}: no data directory: pass data_dir=... or set FRED_DATA_DIR to the folder "
             f"that holds {name}/ with {sorted(_SHA256[name])}")
-    return Path(root) / name
+    return Path(root).expanduser().resolve() / name
 
 
 def _check_sources(name: str, folder: Path) -> None:

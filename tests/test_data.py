@@ -102,7 +102,7 @@ def test_checksum_mismatch(tmp_path):
     src = tmp_path / "src" / "mnist"
     src.mkdir(parents=True)
     for f in Path(_DATA, "mnist").glob("*.gz"):
-        (src / f.name).symlink_to(f)
+        (src / f.name).symlink_to(f.resolve())
     corrupted = src / "t10k-labels-idx1-ubyte.gz"
     payload = bytearray(corrupted.read_bytes())
     corrupted.unlink()
