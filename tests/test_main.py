@@ -40,12 +40,7 @@ def _config(**fields):
     config.dataset = "mnist"
     config.k = 49
     config.data_dir = os.environ.get("FRED_DATA_DIR", "")
-    for name, value in fields.items():
-        node = config
-        *path, last = name.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
+    config.update_from_flattened_dict(fields)
     return config
 
 

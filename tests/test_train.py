@@ -42,12 +42,7 @@ def small_config(**overrides):
     config.eval.models, config.eval.num_eval, config.eval.epochs = "MLP", 1, 2
     config.eval.every = 0
     config.log_every, config.checkpoint_every = 1, 2
-    for name, value in overrides.items():
-        node = config
-        *path, last = name.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 
