@@ -94,6 +94,16 @@ def _fail(field: str, message: str) -> None:
     raise ConfigError(f"config.{field}: {message}")
 
 
+def require_positive(config: Any, fields: tuple[str, ...]) -> None:
+    """Raise ConfigError naming the first dotted field (from the config root) that is < 1."""
+    for field in fields:
+        value = config
+        for part in field.split("."):
+            value = value[part]
+        if int(value) < 1:
+            _fail(field, f"must be >= 1, got {value}")
+
+
 def _check_fields(config: Any, sections: tuple[str, ...]) -> None:
     """Every default field present, no unknown (misspelt) ones; top-level ``sections`` (the
     objectives' own sub-configs, e.g. ``tm``) may be added freely."""
@@ -152,14 +162,9 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
         augment.parse_strategy(config.dsa_strategy)
     except ValueError as e:
         _fail("dsa_strategy", str(e))
-    for field in ("num_iterations", "log_every", "checkpoint_every", "keep_checkpoints",
-                  "dm.batch_real", "dc.batch_real", "dc.batch_train", "eval.batch_size",
-                  "eval.epochs"):
-        value = config
-        for part in field.split("."):
-            value = value[part]
-        if int(value) < 1:
-            _fail(field, f"must be >= 1, got {value}")
+    require_positive(config, ("num_iterations", "log_every", "checkpoint_every",
+                              "keep_checkpoints", "dm.batch_real", "dc.batch_real",
+                              "dc.batch_train", "eval.batch_size", "eval.epochs"))
     if int(config.eval.every) < 0 or int(config.eval.num_eval) < 0:
         _fail("eval", "every and num_eval must be >= 0")
     for field in ("lr", "lr_pixel", "eval.lr"):

@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fred_jax import augment, experts
+from fred_jax import augment, configuration, experts
 from fred_jax.configuration import ConfigError
 from fred_jax.experts import param_unraveler
 from fred_jax.objectives.base import Objective, Problem, single_step
@@ -240,14 +240,9 @@ def defaults() -> ml_collections.ConfigDict:
 def check_config(config: Any) -> None:
     """Raise ConfigError for a ``config.tm`` section that cannot run (names the field)."""
     t = config.tm
-    for field in ("syn_steps", "expert_epochs", "max_start_epoch", "num_trajectories",
-                  "experts.num_experts", "experts.epochs", "experts.batch_size",
-                  "experts.parallel"):
-        value = t
-        for part in field.split("."):
-            value = value[part]
-        if int(value) < 1:
-            raise ConfigError(f"config.tm.{field} must be >= 1, got {value}")
+    configuration.require_positive(config, tuple(f"tm.{f}" for f in (
+        "syn_steps", "expert_epochs", "max_start_epoch", "num_trajectories",
+        "experts.num_experts", "experts.epochs", "experts.batch_size", "experts.parallel")))
     if min(int(t.batch_syn), int(t.max_experts), int(t.grad_chunk)) < 0:
         raise ConfigError("config.tm.batch_syn, max_experts and grad_chunk must be >= 0")
     if not float(t.lr_teacher) >= MIN_SYN_LR or not float(t.lr_lr) > 0:
