@@ -44,6 +44,7 @@ def defaults() -> ml_collections.ConfigDict:
 
     c.dm = ml_collections.ConfigDict()
     c.dm.batch_real = 256  # real images per class per iteration
+    c.dm.chunk = 32  # real images per embedding pass (0: the whole class batch; CPU caches like 32)
 
     c.dc = ml_collections.ConfigDict()
     c.dc.batch_real = 256  # real images per class per outer step
@@ -165,6 +166,8 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
     require_positive(config, ("num_iterations", "log_every", "checkpoint_every",
                               "keep_checkpoints", "dm.batch_real", "dc.batch_real",
                               "dc.batch_train", "eval.batch_size", "eval.epochs"))
+    if int(config.dm.chunk) < 0:
+        _fail("dm.chunk", f"must be >= 0 (0: the whole class batch), got {config.dm.chunk}")
     if int(config.eval.every) < 0 or int(config.eval.num_eval) < 0:
         _fail("eval", "every and num_eval must be >= 0")
     for field in ("lr", "lr_pixel", "eval.lr"):

@@ -94,15 +94,22 @@ def test_lr_convention_errors():
 # ----------------------------------------------------------------------------- DM
 
 
-def test_dm_loss_matches_direct_sum(net):
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_dm_loss_matches_direct_sum(net, chunk):
+    """Chunked real embeddings (6 images, chunk 4 -> passes of 3) give the same loss."""
     model, variables = net
-    real, syn = _images(1, C, 5), _images(2, C, 2)
+    real, syn = _images(1, C, 6), _images(2, C, 2)
     got = jax.jit(lambda r, s: dm.loss(model, variables, r, s, jax.random.PRNGKey(3),
-                                       strategy=""))(real, syn)
+                                       strategy="", chunk=chunk))(real, syn)
     emb = jax.jit(lambda x: model.apply(variables, x, features=True))
     want = sum(float(jnp.sum((emb(real[c]).mean(0) - emb(syn[c]).mean(0)) ** 2))
                for c in range(C))
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+def test_dm_chunk_size():
+    assert [dm.chunk_size(256, c) for c in (1, 32, 48, 300)] == [1, 32, 32, 256]
+    assert dm.chunk_size(6, 4) == 3
 
 
 def test_dm_siamese_dsa_and_gradient_only_to_syn(net):
@@ -202,7 +209,7 @@ def problem(net):
 def _config(objective):
     cfg = ml_collections.ConfigDict({
         "objective": objective, "dsa_strategy": "flip",
-        "dm": {"batch_real": 8},
+        "dm": {"batch_real": 8, "chunk": 4},
         "dc": {"batch_real": 8, "batch_train": 4, "lr_net": 0.01, "outer_loop": 2,
                "inner_loop": 1},
     })
