@@ -3,20 +3,19 @@
 Per class c: ``|| mean_i embed(aug(real_c,i)) - mean_j embed(aug(syn_c,j)) ||^2`` through a
 network freshly initialised every iteration (features before the classifier), summed over
 classes. The real and the synthetic batch of a class share one DSA key (siamese), classes use
-different keys, and the real embeddings carry no gradient. Without a device mesh the real
-side runs class by class (``lax.map``: only the chosen DSA op, C times less activation memory)
-and the synthetic side as one batched pass over all classes; with a mesh both are a vmap over
-the class axis split over the devices.
+different keys, and the real embeddings carry no gradient.
 
-The real embeddings are computed ``chunk`` images at a time (``lax.map``), summed, then divided:
-the same mean, but the activations of a chunk stay in the CPU cache. At CIFAR-10 shapes
-(2560 real images through ConvNet) a 2-core CPU took 2.8 s for 256-image passes and 1.6 s for
-32-image chunks (``benchmarks/step_time.py``); accelerators prefer large chunks.
+Without a device mesh the augmentation runs class by class (``lax.map``: a vmapped
+``lax.switch`` would evaluate every DSA branch), then the network sees the flattened classes:
+the real images ``chunk`` at a time (``lax.map``; sums, then divided: the same mean, but a
+chunk's activations stay in the CPU cache), the synthetic images in one pass. At CIFAR-10
+shapes on the 2-core CPU (``benchmarks/step_time.py``: 2560 real and 160 synthetic images,
+ConvNet, DSA) this took a step from 3.1 s (256-image passes, classes vmapped) to 2.0 s;
+accelerators prefer large chunks. BatchNorm networks see all classes' real images in one
+batch and all synthetic images in another, like the reference. With a mesh every side is a
+vmap over the class axis split over the devices (BatchNorm statistics per class there).
 
 Reference: VICO-UoE/DatasetCondensation ``main_DM.py`` and sdh0818/FreD ``DM/main_DM_FreD.py``.
-Deviation: a BatchNorm matching network normalises each class's batch on its own (the
-reference concatenates the classes for BN variants); the default ConvNet (instance norm) is
-unaffected.
 """
 
 from __future__ import annotations
@@ -60,9 +59,8 @@ def loss(
 
     real: ``[C, B, *spatial, ch]``; syn: ``[C, n, *spatial, ch]`` (differentiable); key: this
     iteration's augmentation key, split into one key per class; strategy: DSA strategy
-    (``""``/``"none"``: no augmentation); chunk: real images per embedding pass (0: all ``B``;
-    otherwise the largest divisor of ``B`` not above it; BatchNorm networks always use ``B`` so
-    that the batch statistics are the class batch's).
+    (``""``/``"none"``: no augmentation); chunk: real images per embedding pass without a mesh
+    (0: ``B``; otherwise the largest divisor of ``B`` not above it; ignored for BatchNorm).
     """
     if real.shape[0] != syn.shape[0] or real.shape[2:] != syn.shape[2:]:
         raise ValueError(f"real {real.shape} and syn {syn.shape} must be [C, *, *image]")
@@ -72,29 +70,27 @@ def loss(
     def augment_(k, x):
         return augment.dsa(k, x, strategy, dsa_params, siamese=True) if use_dsa else x
 
-    size = real.shape[1] if chunk <= 0 or "batch_stats" in variables else chunk_size(
-        real.shape[1], chunk)
-
-    def real_mean(k, r):
-        r = augment_(k, r).reshape(-1, size, *r.shape[1:])
-        sums = jax.lax.map(lambda x: embed(model, variables, x).sum(axis=0), r)
-        return sums.sum(axis=0) / real.shape[1]
-
-    def syn_mean(s):
-        return embed(model, variables, s).mean(axis=0)
-
     real = jax.lax.stop_gradient(real)
     if mesh is None:
-        # Real side class by class (lax.map): 256-image batches, only the chosen DSA op (a
-        # vmapped lax.switch evaluates every branch), C times less activation memory. The
-        # synthetic side is small: one batched pass over all classes.
-        mean_real = jax.lax.map(lambda a: real_mean(*a), (keys, real))
+        num_classes, batch = real.shape[:2]
+        bn = "batch_stats" in variables
+        size = num_classes * batch if bn else chunk_size(batch, chunk if chunk > 0 else batch)
+        real = jax.lax.map(lambda a: augment_(*a), (keys, real))
+        sums = jax.lax.map(lambda x: embed(model, variables, x).sum(axis=0),
+                           real.reshape(-1, size, *real.shape[2:]))
+        mean_real = sums.reshape(num_classes, -1, sums.shape[-1]).sum(axis=1) / batch
         syn = jax.lax.map(lambda a: augment_(*a), (keys, syn))
-        mean_syn = jax.vmap(syn_mean)(syn)
+        mean_syn = embed(model, variables, syn.reshape(-1, *syn.shape[2:])).reshape(
+            num_classes, syn.shape[1], -1).mean(axis=1)
     else:
+        def real_mean(k, r):
+            return embed(model, variables, augment_(k, r)).mean(axis=0)
+
+        def syn_mean(k, s):
+            return embed(model, variables, augment_(k, s)).mean(axis=0)
+
         mean_real = sharding.sharded_vmap(real_mean, mesh)(keys, real)
-        syn = sharding.sharded_vmap(augment_, mesh)(keys, syn)
-        mean_syn = sharding.sharded_vmap(syn_mean, mesh)(syn)
+        mean_syn = sharding.sharded_vmap(syn_mean, mesh)(keys, syn)
     return jnp.sum((jax.lax.stop_gradient(mean_real) - mean_syn) ** 2)
 
 
