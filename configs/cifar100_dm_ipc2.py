@@ -3,8 +3,9 @@
     python -m fred_jax.main --config configs/cifar100_dm_ipc2.py --workdir runs/cifar100_dm_ipc2
 
 CIFAR-10's official settings (k=64, 32 instances per class, 100 classes). CIFAR-100 comes
-through tfds, prepared beforehand. Paper: vanilla DM at 1 image per class reports
-11.4 +- 0.3 % (Zhao & Bilen, WACV 2023); FreD's number: FreD paper (not checked offline here).
+through tfds, prepared beforehand. No official CIFAR-100 DM script: the settings are CIFAR-10's.
+Paper: vanilla DM at 1 image per class reports 11.4 +- 0.3 % (Zhao & Bilen, WACV 2023, as quoted
+in AutoPalette, NeurIPS 2024, Table 1); FreD's DM accuracy: not verified.
 """
 
 import os

@@ -6,10 +6,13 @@ Hyper-parameters of sdh0818/FreD ``DC/scripts/run_DC_FreD.sh``: ConvNetD3, k=32 
 coefficients per channel (64 instances per class), coefficient lr 1e3 with momentum 0.5 on the
 unnormalised DCT (``lr_convention="torch_dct"``), 1000 iterations, method DC (no augmentation
 while distilling; ``--config.dsa_strategy=color_crop_cutout_flip_scale_rotate`` gives DSA),
-the reference loop schedule for ipc 2 (1 outer step, 1 inner epoch), network lr 0.01, real
-batch 256 per class; evaluation of 5 ConvNets for 300 epochs without augmentation every 500
-iterations. Paper: vanilla DC at 1 image per class reports 28.3 +- 0.5 % (Zhao et al.,
-ICLR 2021); FreD's DC number for this budget is in the FreD paper (not checked offline here).
+the reference loop schedule for ipc 2 (1 outer step, 1 inner epoch: FreD's ``get_loops``, as in
+the official ``DM/utils.py``), network lr 0.01, real batch 256 per class (``main_DC_FreD.py``
+defaults); evaluation of 5 ConvNets for 300 epochs without augmentation every 500 iterations
+(``main_DC_FreD.py``). Paper: vanilla DC at 1 image per class reports 28.3 +- 0.5 % (Zhao et al.,
+ICLR 2021: mean in the DatasetCondensation README, +- as quoted in the KIP paper, Nguyen et al.
+NeurIPS 2021, Table 1); FreD's DC accuracy for this budget: not verified (FreD paper table not
+reachable offline).
 Pixel baseline: ``--config.parameterization=pixel`` (lr 0.1 as in the DC code).
 """
 

@@ -4,7 +4,8 @@
 
 As ``cifar10_dm_ipc2.py`` with ipc=51 (816 instances per class at k=64; k as in the official
 ipc=2 script). Paper: vanilla DM at 50 images per class reports 63.0 +- 0.4 % (Zhao & Bilen,
-WACV 2023); FreD's number is in the FreD paper's DM/DC table (not checked offline here).
+WACV 2023, as quoted in AutoPalette, NeurIPS 2024, Table 1); FreD's DM accuracy for this budget:
+not verified (FreD paper table not reachable offline).
 """
 
 import os

@@ -3,8 +3,9 @@
     python -m fred_jax.main --config configs/fashion_mnist_dm_ipc2.py --workdir runs/fmnist_dm_ipc2
 
 As ``mnist_dm_ipc2.py`` on Fashion-MNIST (k=49, 32 instances per class; no official script).
-Paper: FreD's number is in the FreD paper (not checked offline here); vanilla DC at 1 image per
-class reports 70.5 +- 0.6 % (Zhao et al., ICLR 2021).
+Paper: FreD's DM accuracy: not verified; vanilla DC (gradient matching) at 1 image per class
+reports 70.5 +- 0.6 % (Zhao et al., ICLR 2021: mean in the DatasetCondensation README, +- as
+quoted in the KIP paper, NeurIPS 2021, Table 1).
 """
 
 import os

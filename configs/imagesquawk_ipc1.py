@@ -1,6 +1,7 @@
 """FreD + TM, imagesquawk (ImageNet subset, 128x128), 1 image(s) per class.
 
-Paper (FreD, TM, ConvNetD5): 57.0 +- 0.8 % test accuracy.
+Paper (FreD, TM, ConvNetD5): 57.0 % test accuracy (mean from the results table of the official
+README, sdh0818/FreD; the paper's +- could not be verified offline).
 
     python -m fred_jax.experts --config configs/imagesquawk_ipc1.py   # once: the experts
     python -m fred_jax.main --config configs/imagesquawk_ipc1.py --workdir runs/imagesquawk_ipc1

@@ -1,6 +1,7 @@
 """FreD + TM, imageyellow (ImageNet subset, 128x128), 1 image(s) per class.
 
-Paper (FreD, TM, ConvNetD5): 63.2 +- 1.0 % test accuracy.
+Paper (FreD, TM, ConvNetD5): 63.2 % test accuracy (mean from the results table of the official
+README, sdh0818/FreD; the paper's +- could not be verified offline).
 
     python -m fred_jax.experts --config configs/imageyellow_ipc1.py   # once: the experts
     python -m fred_jax.main --config configs/imageyellow_ipc1.py --workdir runs/imageyellow_ipc1

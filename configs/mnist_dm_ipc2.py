@@ -3,9 +3,8 @@
     python -m fred_jax.main --config configs/mnist_dm_ipc2.py --workdir runs/mnist_dm_ipc2
 
 CIFAR-10's official settings with k=49 so that each class again gets 32 instances
-(2 * 784 // 49); the official repository has no MNIST DM script. Paper: vanilla DM at 1 image
-per class reports 89.7 +- 0.6 % (Zhao & Bilen, WACV 2023); FreD's number: FreD paper
-(not checked offline here).
+(2 * 784 // 49, our choice); the official repository has no MNIST DM script. Paper: vanilla DM
+and FreD's DM accuracy on MNIST at this budget: not verified.
 """
 
 import os

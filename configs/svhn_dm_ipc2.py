@@ -3,8 +3,10 @@
     python -m fred_jax.main --config configs/svhn_dm_ipc2.py --workdir runs/svhn_dm_ipc2
 
 CIFAR-10's official settings (k=64, 32 instances per class). SVHN comes through tfds
-(``svhn_cropped``), prepared beforehand. Paper: vanilla DC at 1 image per class reports
-31.2 +- 1.4 % (Zhao et al., ICLR 2021); FreD's number: FreD paper (not checked offline here).
+(``svhn_cropped``), prepared beforehand. No official SVHN DM script: the settings are CIFAR-10's.
+Paper: vanilla DC (gradient matching) at 1 image per class reports 31.2 +- 1.4 % (Zhao et al.,
+ICLR 2021: mean in the DatasetCondensation README, +- as quoted in the KIP paper, NeurIPS 2021,
+Table 1); FreD's DM accuracy: not verified.
 """
 
 import os
