@@ -1,4 +1,4 @@
-"""Step time of the sharded DM step, TM step and evaluation epoch at 1, 2, 4, 8 devices.
+"""Step time of the DM step, TM step and evaluation epoch at 1, 2, 4, 8 devices.
 
     python benchmarks/scaling.py                         # simulated CPU devices, small sizes
     python benchmarks/scaling.py --devices 1,2,4,8 --workloads dm,tm,eval --repeats 5
@@ -6,32 +6,40 @@
 
 Each device count runs in its own subprocess: with ``--platform cpu`` (default) the child sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before jax starts; with ``native`` it
-uses the first N real devices. Each child builds a 1-D mesh (``fred_jax.sharding.make_mesh``)
-and times, after one compiling call, the median of ``--repeats`` calls of:
+uses the first N real devices. The child takes the mesh a run with ``num_devices=N`` takes
+(``fred_jax.sharding.mesh_for``: None, i.e. the plain 1-device programs, for N = 1) and times,
+after one compiling call, the median of ``--repeats`` calls of the library's own programs:
 
-- dm:   value and gradient of ``fred_jax.objectives.dm.loss`` (fresh ConvNet, DSA) w.r.t. the
-        synthetic images, classes split over the mesh;
-- tm:   value and gradient of the trajectory-matching loss w.r.t. the synthetic images and the
-        student rate, ``--trajectories`` expert trajectories split over the mesh (students
-        built with ``fred_jax.objectives.tm.student_trajectory``);
+- dm:   ``fred_jax.train.create(config, dataset, mesh).step_fn``, one distillation iteration
+        of FreD + DM (fresh ConvNet, DSA, real batch sampled inside the step), classes split
+        over the mesh;
+- tm:   the same for FreD + TM with ``--trajectories`` expert trajectories per iteration
+        (fake experts: random walks written to a temporary folder), trajectories split over
+        the mesh (``fred_jax.objectives.tm.sharded_loss``);
 - eval: one training epoch of ``fred_jax.evaluate.train_seeds`` (``--seeds`` networks, seeds
         split over the mesh), measured as the mean over ``--repeats`` epochs.
 
 It also prints XLA's FLOP count of the compiled per-device program (dm, tm): the share of the
-work one device does, which is what turns into speed on real accelerators.
+work one device does, which is what turns into speed on real accelerators. The work not on a
+parallel axis (decoding, the fresh network, sampling) is replicated, so DM's per-device FLOPs
+fall less than 1/N. XLA's cost analysis counts the body of a loop once: the 1-device DM
+program, which loops over the classes (``lax.map``), is undercounted, so compare DM's FLOPs
+from 2 devices on (TM's student steps are a loop at every device count alike).
 
 What simulated CPU devices can and cannot show: all N "devices" are threads of one process on
 the same few physical cores (2 on the development machine), so the total arithmetic is the same
 (or more, with padding) and there is *no speedup to expect*; collectives are memory copies.
-What the numbers do show is that the sharded program compiles and runs at every device count,
-that the per-device FLOPs fall as 1/N (ceil(items/N) items per device), and the overhead of
-the sharded program (padding, all-reduce of the gradient, dispatch) relative to 1 device.
-Real scaling needs real devices: run with ``--platform native`` on a multi-GPU host or TPU VM.
+What the numbers do show is that the sharded programs compile and run at every device count,
+how the per-device FLOPs fall with N (ceil(items/N) items per device), and the overhead of the
+sharded program (padding, all-reduce of the gradient, dispatch, and for DM the vmapped class
+axis instead of the 1-device program's class-by-class loop) relative to 1 device. Real
+scaling needs real devices: run with ``--platform native`` on a multi-GPU host or TPU VM.
 
 Inputs are random arrays of the real shapes (no dataset is read). ``--size small`` (default)
-shrinks the networks and batches so that a run takes about a minute on 2 CPU cores;
-``--size full`` uses the reference sizes (ConvNet width 128, depth 3, CIFAR-10 32x32x3, DM
-real batch 256 per class, TM ipc 10 with 20 student steps, evaluation batch 256 on 500 images).
+shrinks the networks and batches so that a run takes a few minutes on 2 CPU cores;
+``--size full`` uses the reference sizes (ConvNet width 128, depth 3, CIFAR-10 32x32x3, FreD
+ipc 1 with k=64 (16 instances per class), DM real batch 256 per class, TM 20 student steps,
+evaluation batch 256 on 500 images).
 """
 
 from __future__ import annotations
@@ -42,99 +50,100 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 SIZES = {
-    "small": dict(model="ConvNetW32", classes=10, shape=(16, 16, 3), batch_real=16, n_syn=2,
-                  tm_images=10, tm_steps=2, trajectories=8, seeds=8, eval_images=64,
+    "small": dict(model="ConvNetW32", classes=10, shape=(16, 16, 3), dm_k=128, batch_real=16,
+                  tm_k=256, tm_steps=2, trajectories=8, seeds=8, eval_images=64,
                   eval_batch=32),
-    "full": dict(model="ConvNet", classes=10, shape=(32, 32, 3), batch_real=256, n_syn=10,
-                 tm_images=100, tm_steps=20, trajectories=8, seeds=8, eval_images=500,
+    "full": dict(model="ConvNet", classes=10, shape=(32, 32, 3), dm_k=64, batch_real=256,
+                 tm_k=64, tm_steps=20, trajectories=8, seeds=8, eval_images=500,
                  eval_batch=256),
 }
 
 
 def child(args: argparse.Namespace) -> dict:
-    """Time the workloads on a mesh of ``args.child`` devices (runs in the subprocess)."""
+    """Time the workloads on the mesh of ``args.child`` devices (runs in the subprocess)."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from fred_jax import evaluate, models, sharding
-    from fred_jax.experts import param_unraveler
-    from fred_jax.objectives import dm, tm
+    from fred_jax import configuration, data, evaluate, experts, models, sharding, train
+    from fred_jax.objectives import tm
 
     cfg = dict(SIZES[args.size])
     for name in ("trajectories", "seeds"):
         if getattr(args, name):
             cfg[name] = getattr(args, name)
-    mesh = sharding.make_mesh(args.child)
+    mesh = sharding.mesh_for(args.child)
     shape, classes = tuple(cfg["shape"]), cfg["classes"]
-    conv_impl = "im2col" if jax.default_backend() == "cpu" else "lax"  # as the TM docs advise
-    net = models.get(cfg["model"], classes, shape, conv_impl=conv_impl)
-    key = jax.random.key(0)
-    out: dict = {"devices": mesh.size, "backend": jax.default_backend()}
+    cpu = jax.default_backend() == "cpu"
+    conv_impl = "im2col" if cpu else "lax"  # second-order gradients (TM), vmapped seeds
+    rng = np.random.default_rng(0)
+    n = max(cfg["batch_real"], cfg["eval_images"] // classes)
+    y = rng.permutation(np.repeat(np.arange(classes), n)).astype(np.int32)
+    x = rng.normal(size=(len(y), *shape)).astype(np.float32)
+    ds = data.Dataset(name="random", num_classes=classes,
+                      class_names=tuple(map(str, range(classes))), image_shape=shape,
+                      mean=np.zeros(shape[-1], np.float32), std=np.ones(shape[-1], np.float32),
+                      x_train=x, y_train=y, x_test=x, y_test=y)
+    out: dict = {"devices": 1 if mesh is None else mesh.size, "backend": jax.default_backend()}
 
-    def timed(fn, *inputs) -> tuple[float, float, float | None]:
+    def timed(setup) -> dict:
         t0 = time.perf_counter()
-        compiled = jax.jit(fn).lower(*inputs).compile()
-        jax.block_until_ready(compiled(*inputs))
+        compiled = setup.step_fn.lower(setup.state).compile()
+        state = jax.block_until_ready(compiled(setup.state)[0])
         compile_s = time.perf_counter() - t0
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            jax.block_until_ready(compiled(*inputs))
+            state = jax.block_until_ready(compiled(state)[0])
             times.append(time.perf_counter() - t0)
         cost = compiled.cost_analysis()
-        flops = cost.get("flops") if isinstance(cost, dict) else None
-        return statistics.median(times), compile_s, flops
+        return {"step_s": statistics.median(times), "compile_s": compile_s,
+                "flops": cost.get("flops") if isinstance(cost, dict) else None}
+
+    def config_for(objective: str, k: int):
+        config = configuration.defaults()
+        config.update_from_flattened_dict({
+            "dataset": "random", "objective": objective, "model": cfg["model"], "ipc": 1,
+            "k": k, "dm.batch_real": cfg["batch_real"], "lr": 1.0,
+            "lr_convention": "orthonormal", "num_devices": args.child,
+            "conv_impl": "lax" if objective == "dm" else conv_impl})
+        return config
 
     if "dm" in args.workloads:
-        variables = models.init(net, key, shape)
-        real = jax.random.normal(key, (classes, cfg["batch_real"], *shape))
-        syn = jax.random.normal(jax.random.fold_in(key, 1), (classes, cfg["n_syn"], *shape))
-
-        def dm_step(syn, real, variables, k):
-            return jax.value_and_grad(
-                lambda s: dm.loss(net, variables, real, s, k, mesh=mesh))(syn)
-
-        inputs = sharding.replicate((syn, real, variables, key), mesh)
-        out["dm"] = dict(zip(("step_s", "compile_s", "flops"), timed(dm_step, *inputs)))
+        out["dm"] = timed(train.create(config_for("dm", cfg["dm_k"]), ds, mesh))
 
     if "tm" in args.workloads:
-        num_params, _ = param_unraveler(net, shape)
-        t = cfg["trajectories"]
-        start = 0.01 * jax.random.normal(key, (t, num_params))
-        target = start + 0.01 * jax.random.normal(jax.random.fold_in(key, 2), (t, num_params))
-        images = jax.random.normal(jax.random.fold_in(key, 3), (cfg["tm_images"], *shape))
-        labels = jnp.arange(cfg["tm_images"], dtype=jnp.int32) % classes
-
-        def tm_step(images, syn_lr, start, target, k):
-            def loss(images, syn_lr):
-                def one(s, g, kk):
-                    final = tm.student_trajectory(net, images, labels, syn_lr, s, kk,
-                                                  syn_steps=cfg["tm_steps"])
-                    return jnp.sum((final - g) ** 2) / jnp.sum((s - g) ** 2)
-
-                keys = jax.random.split(k, start.shape[0])
-                return sharding.sharded_vmap(one, mesh)(start, target, keys).mean()
-
-            return jax.value_and_grad(loss, argnums=(0, 1))(images, syn_lr)
-
-        inputs = sharding.replicate((images, jnp.float32(0.01), start, target, key), mesh)
-        out["tm"] = dict(zip(("step_s", "compile_s", "flops"), timed(tm_step, *inputs)))
+        config = config_for("tm", cfg["tm_k"])
+        config.tm = tm.defaults()
+        net = models.get(cfg["model"], classes, shape, conv_impl=conv_impl)
+        num_params, _ = experts.param_unraveler(net, shape)
+        with tempfile.TemporaryDirectory() as folder:
+            config.tm.update_from_flattened_dict({
+                "syn_steps": cfg["tm_steps"], "max_start_epoch": 2, "expert_epochs": 2,
+                "num_trajectories": cfg["trajectories"], "grad_chunk": 20 if cpu else 0,
+                "experts.dir": folder, "experts.epochs": 3})
+            for i in range(2):
+                walk = np.cumsum(0.01 * rng.normal(size=(4, num_params)), axis=0)
+                np.save(experts.expert_path(folder, i), walk.astype(np.float32))
+            with open(os.path.join(folder, experts.META_FILE), "w") as f:
+                json.dump({**tm.expert_settings(config, num_params), "epochs": 3}, f)
+            setup = train.create(config, ds, mesh)
+        out["tm"] = timed(setup)
 
     if "eval" in args.workloads:
         n = cfg["eval_images"]
-        x = np.asarray(jax.random.normal(key, (n, *shape)))
-        y = np.arange(n, dtype=np.int32) % classes
-        keys = evaluate.seed_keys(key, cfg["seeds"])
+        keys = evaluate.seed_keys(jax.random.key(0), cfg["seeds"])
         kw = dict(num_classes=classes, lr=0.01, batch_size=cfg["eval_batch"], conv_impl=conv_impl,
                   test_batch_size=n, mesh=mesh, progress=False)
         t0 = time.perf_counter()
-        evaluate.train_seeds(keys, cfg["model"], x, y, x, y, epochs=0, **kw)  # compiles
+        evaluate.train_seeds(keys, cfg["model"], x[:n], y[:n], x[:n], y[:n], epochs=0,
+                             **kw)  # compiles
         compile_s = time.perf_counter() - t0
-        res = evaluate.train_seeds(keys, cfg["model"], x, y, x, y, epochs=args.repeats - 1, **kw)
+        res = evaluate.train_seeds(keys, cfg["model"], x[:n], y[:n], x[:n], y[:n],
+                                   epochs=args.repeats - 1, **kw)
         out["eval"] = {"step_s": res["train_seconds"] / args.repeats, "compile_s": compile_s,
                        "flops": None}
     return out

@@ -5,6 +5,11 @@ step, key) as plain nested dicts of arrays (``flax.serialization.to_state_dict``
 JSON record (best accuracy so far, evaluation history, accumulated wall time). Restoring needs
 a template state of the same structure (the freshly initialised state), so a run resumes by
 building its initial state as usual and replacing it with the latest checkpoint if any.
+
+Sharded state: arrays are saved as they are (``jax.Array``; on a multi-host mesh every process
+writes its share, so the directory must be shared) and restored with the template's shardings,
+so a run on a mesh resumes onto the same mesh, and a 1-device checkpoint restores onto a mesh
+(and back) since only the target layout differs. Every process calls save and restore.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ class Checkpointer:
     def save(self, step: int, state: PyTree, record: dict) -> None:
         """Write ``state`` and the JSON-serialisable ``record`` as checkpoint ``step`` and wait
         until it is on disk (a later kill cannot leave it half written)."""
-        tree = jax.device_get(flax.serialization.to_state_dict(state))
+        tree = flax.serialization.to_state_dict(state)
         self._manager.save(
             int(step),
             args=ocp.args.Composite(
@@ -49,11 +54,12 @@ class Checkpointer:
 
     def restore(self, template: PyTree, step: int | None = None) -> tuple[PyTree, dict]:
         """``(state, record)`` of checkpoint ``step`` (default: latest), with ``template``'s
-        structure, dtypes and shapes."""
+        structure, dtypes, shapes and shardings (device arrays land on the template's devices,
+        e.g. replicated over its mesh)."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        target = jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(template))
+        target = jax.tree_util.tree_map(_target, flax.serialization.to_state_dict(template))
         restored = self._manager.restore(
             int(step),
             args=ocp.args.Composite(
@@ -61,7 +67,14 @@ class Checkpointer:
             ),
         )
         state = flax.serialization.from_state_dict(template, restored["state"])
-        return jax.tree_util.tree_map(jax.numpy.asarray, state), dict(restored["record"])
+        return state, dict(restored["record"])
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _target(leaf: Any) -> Any:
+    """Restore target of one template leaf: shape, dtype and sharding of a device array."""
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    return np.asarray(leaf)

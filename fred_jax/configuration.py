@@ -68,6 +68,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.log_every = 10  # write metrics every this many iterations
     c.checkpoint_every = 500  # orbax checkpoint every this many iterations (and at the end)
     c.keep_checkpoints = 2  # checkpoints kept on disk
+
+    # --- scale (fred_jax.sharding)
+    c.num_devices = 0  # devices in the mesh: 0 = all devices of all hosts; N = the first N
+    # (1: unsharded programs; a multi-host run must use all)
     return c
 
 
@@ -176,6 +180,8 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
             _fail(field, f"must be > 0, got {value}")
     if not 0 <= float(config.momentum) < 1:
         _fail("momentum", f"must be in [0, 1), got {config.momentum}")
+    if int(config.num_devices) < 0:
+        _fail("num_devices", f"must be >= 0 (0: all devices), got {config.num_devices}")
 
     if dataset is not None:
         image_shape, num_classes = tuple(dataset.image_shape), int(dataset.num_classes)

@@ -15,9 +15,13 @@ one expert at a time with ``np.load(mmap_mode="r")`` and read only the epochs th
 loading) and each expert's final test accuracy and training time.
 
 Several experts train at once: parameters, optimiser states, data orders and augmentation keys
-are stacked on a leading axis and one jitted step (``vmap`` over experts) updates them all.
-Every random choice of expert ``i`` derives from ``fold_in(key, i)`` only, so a resumed or
-differently grouped run produces the same experts.
+are stacked on a leading axis and one jitted step (``vmap`` over experts) updates them all;
+with a device mesh (``config.num_devices``, default all devices) that expert axis is split over
+the devices (:func:`fred_jax.sharding.sharded_vmap`), so ``tm.experts.parallel`` should be a
+multiple of the device count. Every random choice of expert ``i`` derives from
+``fold_in(key, i)`` only, so a resumed, differently grouped or differently sharded run produces
+the same experts (up to float rounding). Multi-host: every process trains, process 0 writes the
+files, and the others wait for them at the end.
 
 Command line (settings from the config's ``tm.experts`` section plus ``dataset``, ``zca``,
 ``model`` and ``dsa_strategy``; see ``configs/cifar10_ipc1.py``)::
@@ -42,10 +46,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.flatten_util import ravel_pytree
 from tqdm import tqdm
 
-from fred_jax import augment, data, models
+from fred_jax import augment, data, models, sharding
 
 META_FILE = "experts.json"
 FORMAT_VERSION = 1
@@ -202,10 +207,12 @@ def _optimizer(lr: float, momentum: float, weight_decay: float) -> optax.Gradien
 
 
 def make_train_step(
-    model: nn.Module, tx: optax.GradientTransformation, *, dsa: bool, dsa_strategy: str
+    model: nn.Module, tx: optax.GradientTransformation, *, dsa: bool, dsa_strategy: str,
+    mesh: Any = None,
 ) -> Callable:
     """Jitted ``(params, opt_state, x [E, B, ...], y [E, B], keys [E]) -> (params, opt_state,
-    loss [E])``: one SGD step of E experts at once (vmap), DSA per image when ``dsa``."""
+    loss [E])``: one SGD step of E experts at once (vmap, split over ``mesh`` if given), DSA
+    per image when ``dsa``."""
 
     def one(params, opt_state, x, y, key):
         if dsa:
@@ -219,17 +226,18 @@ def make_train_step(
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return jax.jit(jax.vmap(one), donate_argnums=(0, 1))
+    return jax.jit(sharding.sharded_vmap(one, mesh), donate_argnums=(0, 1))
 
 
-def make_correct_count(model: nn.Module) -> Callable:
-    """Jitted ``(params [E, ...], x [B, ...], y [B], valid [B]) -> correct [E]``."""
+def make_correct_count(model: nn.Module, mesh: Any = None) -> Callable:
+    """Jitted ``(params [E, ...], x [B, ...], y [B], valid [B]) -> correct [E]`` (experts
+    split over ``mesh`` if given)."""
 
     def one(params, x, y, valid):
         pred = jnp.argmax(model.apply({"params": params}, x), axis=-1)
         return jnp.sum((pred == y) & valid)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+    return jax.jit(sharding.sharded_vmap(one, mesh, in_axes=(0, None, None, None)))
 
 
 class _Programs(NamedTuple):
@@ -242,16 +250,17 @@ class _Programs(NamedTuple):
 
 @functools.lru_cache(maxsize=8)
 def _programs(model: nn.Module, image_shape: tuple[int, ...], lr: float, momentum: float,
-              weight_decay: float, dsa: bool, dsa_strategy: str) -> _Programs:
-    """Jitted functions of one training setting, cached so that repeated or resumed runs in
-    one process compile once."""
+              weight_decay: float, dsa: bool, dsa_strategy: str, mesh: Any) -> _Programs:
+    """Jitted functions of one training setting (expert axis split over ``mesh`` if given),
+    cached so that repeated or resumed runs in one process compile once."""
     tx = _optimizer(lr, momentum, weight_decay)
     return _Programs(
         tx=tx,
-        init=jax.jit(jax.vmap(lambda k: models.init(model, k, image_shape)["params"])),
-        step=make_train_step(model, tx, dsa=dsa, dsa_strategy=dsa_strategy),
-        count=make_correct_count(model),
-        flat=jax.jit(jax.vmap(flatten_params)),
+        init=jax.jit(sharding.sharded_vmap(
+            lambda k: models.init(model, k, image_shape)["params"], mesh)),
+        step=make_train_step(model, tx, dsa=dsa, dsa_strategy=dsa_strategy, mesh=mesh),
+        count=make_correct_count(model, mesh),
+        flat=jax.jit(sharding.sharded_vmap(flatten_params, mesh)),
     )
 
 
@@ -269,7 +278,7 @@ def test_accuracy(count_fn: Callable, params: Any, x: np.ndarray, y: np.ndarray,
             valid[len(xb) :] = False
             xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
             yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
-        correct = correct + np.asarray(count_fn(params, xb, yb, valid))
+        correct = correct + sharding.to_host(count_fn(params, xb, yb, valid))
     return correct / n
 
 
@@ -296,10 +305,12 @@ def train_experts(
     seed: int = 0,
     parallel: int = 2,
     conv_impl: str = "lax",
+    mesh: Any = None,
     progress: bool = True,
 ) -> dict:
     """Train the missing experts ``0 .. num_experts-1`` into ``expert_dir``, ``parallel`` at a
-    time; returns the folder's metadata (settings, ``test_acc`` and ``seconds`` per expert).
+    time (split over ``mesh`` if given); returns the folder's metadata (settings, ``test_acc``
+    and ``seconds`` per expert).
 
     ``key`` must be ``jax.random.key(seed)`` or derived from it; ``dataset``, ``zca`` and
     ``seed`` are recorded so that users can check what the experts were trained on. Expert
@@ -339,7 +350,9 @@ def train_experts(
         return meta
 
     tx, init, step, count, flat = _programs(model, image_shape, float(lr), float(momentum),
-                                            float(weight_decay), bool(dsa), dsa_strategy)
+                                            float(weight_decay), bool(dsa), dsa_strategy, mesh)
+    main = sharding.is_main_process()
+    progress = progress and main
     n = len(x_train)
     batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]  # last may be short
 
@@ -352,7 +365,7 @@ def train_experts(
         params = init(init_keys)
         opt_state = jax.vmap(tx.init)(params)
         traj = np.empty((len(group), epochs + 1, num_params), np.float32)
-        traj[:, 0] = np.asarray(flat(params))
+        traj[:, 0] = sharding.to_host(flat(params))
         bar = tqdm(total=epochs * len(batches), disable=not progress, unit="step",
                    desc=f"experts {group[0]}-{group[-1]} of {num_experts}")
         for e in range(epochs):
@@ -365,24 +378,29 @@ def train_experts(
                 params, opt_state, loss = step(params, opt_state, x_train[idx], y_train[idx],
                                                step_keys)
                 bar.update()
-            traj[:, e + 1] = np.asarray(flat(params))
+            traj[:, e + 1] = sharding.to_host(flat(params))
             bar.set_postfix(epoch=e + 1, loss=f"{float(jnp.mean(loss)):.3f}")
         bar.close()
         acc = test_accuracy(count, params, x_test, y_test)
         seconds = (time.time() - t0) / len(group)
         for j, i in enumerate(group):
-            _atomic_write(expert_path(expert_dir, i), lambda f, j=j: np.save(f, traj[j]))
+            if main:
+                _atomic_write(expert_path(expert_dir, i), lambda f, j=j: np.save(f, traj[j]))
             meta["test_acc"][str(i)] = float(acc[j])
             meta["seconds"][str(i)] = round(seconds, 1)
-        _write_meta(expert_dir, meta)
+        if main:
+            _write_meta(expert_dir, meta)
         if progress:
             print(f"experts {group}: test accuracy {[round(float(a), 4) for a in acc]}")
+    if jax.process_count() > 1:  # the files exist for every process once this returns
+        multihost_utils.sync_global_devices("fred_jax.experts.train_experts")
     return meta
 
 
 def train_from_config(config: Any, progress: bool = True) -> dict:
     """Load the config's dataset (``dataset``, ``data_dir``, ``zca``) and train the experts of
-    its ``tm.experts`` section for ``config.model`` with DSA ``config.dsa_strategy``."""
+    its ``tm.experts`` section for ``config.model`` with DSA ``config.dsa_strategy`` on the
+    devices of ``config.num_devices``."""
     e = config.tm.experts
     ds = data.load(config.dataset, data_dir=config.data_dir or None, zca=bool(config.zca))
     return train_experts(
@@ -392,14 +410,18 @@ def train_from_config(config: Any, progress: bool = True) -> dict:
         lr=float(e.lr), momentum=float(e.momentum), weight_decay=float(e.weight_decay),
         batch_size=int(e.batch_size), dsa=bool(e.dsa), dsa_strategy=config.dsa_strategy,
         zca=bool(config.zca), seed=int(e.seed), parallel=int(e.parallel),
-        conv_impl=e.conv_impl, progress=progress,
+        conv_impl=e.conv_impl, mesh=sharding.mesh_for(int(config.num_devices)),
+        progress=progress,
     )
 
 
 def main(argv: list[str]) -> None:
     del argv
+    sharding.maybe_initialize_distributed()
     config = _CONFIG.value
     meta = train_from_config(config)
+    if not sharding.is_main_process():
+        return
     accs = [meta["test_acc"][k] for k in sorted(meta["test_acc"], key=int)]
     print(f"{len(accs)} experts in {config.tm.experts.dir}: test accuracy mean "
           f"{np.mean(accs):.4f}, min {np.min(accs):.4f}, max {np.max(accs):.4f} "

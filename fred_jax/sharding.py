@@ -71,6 +71,13 @@ def make_mesh(num_devices: int | None = None, axis_name: str = DATA_AXIS) -> Mes
                 axis_types=(AxisType.Auto,))
 
 
+def mesh_for(num_devices: int = 0) -> Mesh | None:
+    """The mesh of a run's ``num_devices`` setting (0: all devices of all hosts), or None when
+    that is a single device, so that 1-device runs keep the plain (unsharded) programs."""
+    mesh = make_mesh(num_devices or None)
+    return None if mesh.size == 1 else mesh
+
+
 def _axis(mesh: Mesh) -> str:
     if len(mesh.axis_names) != 1:
         raise ValueError(f"expected a 1-D mesh, got axes {mesh.axis_names}")

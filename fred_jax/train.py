@@ -16,6 +16,17 @@ coefficient. ``lr_convention = "torch_dct"`` applies exactly that per-coefficien
 ``config.lr`` is the reference's value (DM 1e6, DC 1e3 on 32x32: 1e6 / 64^2 = 244 for most
 coefficients, 61 for the DC term). ``"orthonormal"``: ``config.lr`` is used as is (pixels,
 other transforms). ``tests/test_objectives.py`` checks the equivalence on a toy problem.
+
+Devices (``config.num_devices``, :func:`fred_jax.sharding.mesh_for`): with one device the step
+is the plain jitted program; with a mesh the state and the real data are replicated over it,
+the step is jitted with replicated in/out shardings, and the objectives split their parallel
+axis (classes, trajectories) over it, as does evaluation (seeds). The full training set is on
+every device (and every host): real batches are sampled per class by random index inside the
+step, so any device may need any image, and keeping the same sample as on one device is what
+makes 1 and N devices agree; the datasets of the paper (at most ImageNet subsets of ~13k
+images) fit. Multi-host: every process runs the same loop; only process 0
+(:func:`fred_jax.sharding.is_main_process`) writes metrics, TensorBoard, exports, pictures and
+``results.json``; checkpoints are written by all (orbax, shared workdir).
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ import optax
 import tqdm
 from absl import logging
 
-from fred_jax import checkpoint, configuration, data, evaluate, models, objectives, synset
+from fred_jax import (checkpoint, configuration, data, evaluate, models, objectives, sharding,
+                      synset)
 
 PyTree = Any
 Callback = Callable[[int, "TrainState", dict], None]
@@ -155,7 +167,12 @@ def kept_per_channel(config: Any, image_shape: tuple[int, ...]) -> int:
 
 
 def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
-    """Initial state (real-image init, EVR masks), objective and the jitted step."""
+    """Initial state (real-image init, EVR masks), objective and the jitted step.
+
+    mesh: a ``jax.sharding.Mesh`` (:func:`fred_jax.sharding.mesh_for`) or None for one device.
+    With a mesh the state, the real data and the step's inputs and outputs are replicated over
+    it (the objective shards its parallel axis inside the step).
+    """
     root = jax.random.PRNGKey(int(config.seed))
     image_shape = tuple(int(s) for s in dataset.image_shape)
     transform, lr, convention = resolve(config)
@@ -164,8 +181,12 @@ def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
         jax.random.fold_in(root, 0), dataset.x_train, dataset.y_train, dataset.num_classes,
         ipc=int(config.ipc), k=k, transform=transform, mask_kind=config.mask_kind,
     )
-    x_train = jnp.asarray(dataset.x_train)
-    y_train = jnp.asarray(dataset.y_train)
+    x_train, y_train = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
+    index = data.class_index(y_train, dataset.num_classes)
+    if mesh is None:
+        x_train, y_train = jnp.asarray(x_train), jnp.asarray(y_train)
+    else:
+        x_train, y_train, index = sharding.replicate((x_train, y_train, index), mesh)
     model = models.get(config.model, dataset.num_classes, image_shape, conv_impl=config.conv_impl)
     indices = init.indices
 
@@ -173,8 +194,7 @@ def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
         return synset.decode(coeffs, indices, transform, image_shape)
 
     problem = objectives.Problem(
-        decode=decode, x_train=x_train, y_train=y_train,
-        class_index=data.class_index(y_train, dataset.num_classes), model=model,
+        decode=decode, x_train=x_train, y_train=y_train, class_index=index, model=model,
         num_classes=dataset.num_classes, image_shape=image_shape, ipc=int(config.ipc),
         instances_per_class=init.n, mesh=mesh,
     )
@@ -197,14 +217,21 @@ def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
             state.learnable, state.opt_state, key, apply)
         return state.replace(learnable=learnable, opt_state=opt_state, step=state.step + 1), metrics
 
-    return Setup(state=state, step_fn=jax.jit(step), objective=objective, problem=problem,
+    if mesh is None:
+        step_fn = jax.jit(step)
+    else:
+        state = sharding.replicate(state, mesh)
+        step_fn = jax.jit(step, in_shardings=sharding.replicated(mesh),
+                          out_shardings=sharding.replicated(mesh))
+    return Setup(state=state, step_fn=step_fn, objective=objective, problem=problem,
                  transform=transform, image_shape=image_shape)
 
 
 def current_synset(setup: Setup, state: TrainState) -> synset.SynSet:
-    """The synthetic set held by ``state``."""
-    return synset.SynSet(coeffs=state.learnable["coeffs"], indices=state.indices,
-                         transform=setup.transform, image_shape=setup.image_shape)
+    """The synthetic set held by ``state``, as host arrays (also from a multi-host mesh)."""
+    coeffs, indices = sharding.to_host((state.learnable["coeffs"], state.indices))
+    return synset.SynSet(coeffs=coeffs, indices=indices, transform=setup.transform,
+                         image_shape=setup.image_shape)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -234,16 +261,26 @@ class _Writer:
         self.tb.close()
 
 
+class _NoWriter:
+    """The writer of processes other than 0: metrics are written once, by process 0."""
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        del step, scalars
+
+    def close(self) -> None:
+        pass
+
+
 def eval_lr(config: Any, state: TrainState) -> float:
     """Evaluation learning rate: a learned ``syn_lr`` leaf (TM) if the objective has one,
     else ``config.eval.lr``."""
     if "syn_lr" in state.learnable:
-        return float(state.learnable["syn_lr"])
+        return float(sharding.to_host(state.learnable["syn_lr"]))
     return float(config.eval.lr)
 
 
 def _evaluate(config: Any, setup: Setup, state: TrainState, dataset: Any) -> dict[str, dict]:
-    images = jax.device_get(current_synset(setup, state).images())
+    images = np.asarray(current_synset(setup, state).images())
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 2),
                              int(state.step))
     names = [m.strip() for m in config.eval.models.split(",") if m.strip()]
@@ -251,14 +288,14 @@ def _evaluate(config: Any, setup: Setup, state: TrainState, dataset: Any) -> dic
         key, images, None, dataset, models=names, epochs=int(config.eval.epochs),
         lr=eval_lr(config, state), num_eval=int(config.eval.num_eval),
         batch_size=int(config.eval.batch_size), dsa=bool(config.eval.dsa),
-        conv_impl=config.eval.conv_impl, progress=False,
+        conv_impl=config.eval.conv_impl, mesh=setup.problem.mesh, progress=False,
     )
     return {name: {"mean": float(r["mean"]), "std": float(r["std"]),
                    "accs": [float(a) for a in r["accs"]]} for name, r in results.items()}
 
 
 def _export(path: str, setup: Setup, state: TrainState, dataset: Any, **extra: Any) -> None:
-    extra.update({name: float(np.asarray(value)) for name, value in state.learnable.items()
+    extra.update({name: float(sharding.to_host(value)) for name, value in state.learnable.items()
                   if name != "coeffs" and np.size(value) == 1})
     synset.save(path, current_synset(setup, state), mean=np.asarray(dataset.mean),
                 std=np.asarray(dataset.std), dataset=dataset.name, **extra)
@@ -279,6 +316,15 @@ def _pictures(workdir: str, setup: Setup, state: TrainState, dataset: Any) -> No
 # ----------------------------------------------------------------------------- the loop
 
 
+def device_mesh(config: Any) -> Any:
+    """The device mesh of ``config.num_devices`` (0: all devices of all hosts), or None for a
+    single device (plain unsharded programs); ConfigError when the devices are not there."""
+    try:
+        return sharding.mesh_for(int(config.num_devices))
+    except ValueError as e:
+        raise configuration.ConfigError(f"config.num_devices: {e}") from None
+
+
 def run(
     config: Any,
     workdir: str,
@@ -293,19 +339,25 @@ def run(
     dataset: a loaded ``fred_jax.data.Dataset`` (default: ``data.load`` from the config).
     callbacks: ``fn(step, state, metrics)`` after every iteration (e.g. early stops; an
     exception raised there ends the run like a kill, after the last checkpoint).
+    Devices: ``config.num_devices`` (:func:`device_mesh`); in a multi-process run every
+    process calls this and only process 0 writes files besides the checkpoints (and shows
+    progress).
     """
     configuration.validate(config, dataset=dataset)
+    mesh = device_mesh(config)
+    main = sharding.is_main_process()
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    if main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     if dataset is None:
         dataset = data.load(config.dataset, data_dir=config.data_dir or None, zca=config.zca)
 
-    setup = create(config, dataset)
+    setup = create(config, dataset, mesh)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    max_to_keep=int(config.keep_checkpoints))
     try:
-        return _loop(config, workdir, dataset, setup, ckpt, callbacks, progress)
+        return _loop(config, workdir, dataset, setup, ckpt, callbacks, progress and main)
     finally:
         ckpt.close()
 
@@ -322,7 +374,7 @@ def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoin
         raise ValueError(f"checkpoint in {workdir} was made with a different configuration")
 
     start, total = int(state.step), int(config.num_iterations)
-    writer = _Writer(workdir, start)
+    writer = _Writer(workdir, start) if sharding.is_main_process() else _NoWriter()
     n, k = setup.state.learnable["coeffs"].shape[1:3]
     logging.info("distilling %s with %s/%s: %d classes x %d instances x k=%d, %d iterations",
                  config.dataset, config.parameterization, config.objective,
@@ -388,15 +440,18 @@ def _evaluate_and_record(config, setup, state, dataset, workdir, record, writer)
     if record["best"] is None or first["mean"] > record["best"]["mean"]:
         record["best"] = {"step": step, "mean": first["mean"], "std": first["std"],
                           "results": results}
-        _export(os.path.join(workdir, "synset_best.npz"), setup, state, dataset,
-                step=step, results=results)
+        if sharding.is_main_process():
+            _export(os.path.join(workdir, "synset_best.npz"), setup, state, dataset,
+                    step=step, results=results)
 
 
 def _finish(config, setup, state, dataset, workdir, record) -> dict:
-    """Write the last export, pictures and results.json; return the results."""
-    _export(os.path.join(workdir, "synset_last.npz"), setup, state, dataset,
-            step=int(state.step))
-    _pictures(workdir, setup, state, dataset)
+    """Write the last export, pictures and results.json (process 0); return the results."""
+    main = sharding.is_main_process()
+    if main:
+        _export(os.path.join(workdir, "synset_last.npz"), setup, state, dataset,
+                step=int(state.step))
+        _pictures(workdir, setup, state, dataset)
     c, n, k, ch = (int(v) for v in state.learnable["coeffs"].shape)
     d = math.prod(setup.image_shape[:-1])
     final = record["history"][-1]["results"] if record["history"] else {}
@@ -416,6 +471,7 @@ def _finish(config, setup, state, dataset, workdir, record) -> dict:
         "history": record["history"],
         "wall_time_seconds": record["wall_time"],
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    if main:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
     return results

@@ -5,9 +5,10 @@
 #
 #   NAME, ZONE   as given to launch/tpu_create.sh
 #   CONFIG       config file relative to the repository, e.g. configs/cifar10_dm.py
-#   WORKDIR      output directory; on a multi-host slice use a bucket (gs://BUCKET/run1) that
-#                every host can write: orbax writes each host's shards of the checkpoint there
-#   MAIN_FLAG    passed on to fred_jax.main, e.g. --config.num_devices=8
+#   WORKDIR      output directory; on a multi-host slice a directory every host shares (e.g. a
+#                bucket mounted with gcsfuse at the same path on every worker, not a gs:// URL):
+#                orbax writes each host's shards of the checkpoint there
+#   MAIN_FLAG    passed on to fred_jax.main, e.g. --config.tm.num_trajectories=32
 # Environment: PROJECT (gcloud project), DETACH=1 to run under nohup (log in ~/fred_run.log on
 # each worker) so the run survives a dropped ssh session, DRY_RUN=1 = --dry-run.
 #

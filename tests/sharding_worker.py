@@ -1,12 +1,17 @@
-"""Multi-device checks of fred_jax.sharding, run in a subprocess with simulated CPU devices.
+"""The real fred_jax steps on a mesh of simulated CPU devices, against one device.
 
-    python tests/sharding_worker.py --devices 8
+    python tests/sharding_worker.py --devices 8 --tmp DIR
 
 XLA_FLAGS must be set before jax starts, and the rest of the suite runs in one single-device
-pytest process, so tests/test_sharding.py runs this script and reads the JSON line it prints:
-for each parallel workload, the largest difference between the sharded result (meshes of
-all devices, on uneven axes) and plain ``jax.vmap`` on one device, plus per-device
-FLOPs from XLA's cost analysis (evidence that the work is really split).
+pytest process, so tests/test_sharding.py runs this script and reads the JSON line it prints.
+On a toy dataset (10 classes: uneven over 8 devices) it runs, once with ``mesh=None`` (the
+plain 1-device programs) and once on a mesh of all devices: a DM step and a TM step through
+``train.create(...).step_fn`` (TM with 8 expert trajectories from fake experts under DIR), an
+evaluation (``evaluate.train_seeds``, 5 seeds) and expert training
+(``experts.train_experts``, 3 experts); it reports the largest differences, the per-device
+FLOPs from XLA's cost analysis (evidence that the work is split), and an orbax checkpoint round
+trip of the sharded state (save on the mesh, restore onto the mesh and onto one device, and a
+1-device checkpoint onto the mesh).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=8)
+    parser.add_argument("--tmp", required=True, help="folder for experts and checkpoints")
     args = parser.parse_args()
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + f" --xla_force_host_platform_device_count={args.devices}")
@@ -28,95 +34,132 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from fred_jax import models
+    from fred_jax import checkpoint, configuration, data, evaluate, experts, models, train
     from fred_jax import sharding as sh
+    from fred_jax.objectives import tm
 
     assert jax.device_count() == args.devices, jax.devices()
+    mesh = sh.make_mesh()
     out: dict = {"devices": jax.device_count()}
 
     def maxdiff(a, b) -> float:
-        return max(float(jnp.max(jnp.abs(x - y))) for x, y in
+        return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
                    zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
     def scale(a) -> float:
-        return max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(a))
+        return max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(a))
 
-    # DM-like step: per-class || mean embed(real) - mean embed(syn) ||^2 with one fresh net,
-    # summed over 10 classes, gradient w.r.t. the synthetic images (the class axis).
     num_classes, shape = 10, (8, 8, 3)
-    net = models.ConvNet(num_classes, width=4, depth=1)
-    params = models.init(net, jax.random.key(0), shape)
-    real = jax.random.normal(jax.random.key(1), (num_classes, 6, *shape))
-    syn = jax.random.normal(jax.random.key(2), (num_classes, 2, *shape))
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(num_classes), 8).astype(np.int32)
+    x = (rng.normal(size=(len(y), *shape)) + 0.3 * y[:, None, None, None]).astype(np.float32)
+    ds = data.Dataset(name="toy", num_classes=num_classes,
+                      class_names=tuple(map(str, range(num_classes))), image_shape=shape,
+                      mean=np.zeros(3, np.float32), std=np.ones(3, np.float32),
+                      x_train=x, y_train=y, x_test=x[::2], y_test=y[::2])
 
-    def class_loss(r, s, variables):
-        e = lambda x: net.apply(variables, x, features=True).mean(0)
-        return jnp.sum((e(r) - e(s)) ** 2)
+    def config_for(objective):
+        config = configuration.defaults()
+        config.update_from_flattened_dict({
+            "dataset": "toy", "objective": objective, "model": "ConvNetD1", "ipc": 1, "k": 16,
+            "lr": 10.0, "lr_convention": "orthonormal", "dsa_strategy": "color_flip",
+            "dm.batch_real": 8, "conv_impl": "lax" if objective == "dm" else "im2col"})
+        return config
 
-    def dm_step(vmap):
-        def loss(s, r, variables):
-            return vmap(class_loss, in_axes=(0, 0, None))(r, s, variables).sum()
-        return jax.jit(jax.value_and_grad(loss))
+    def compare(config, name, flops_reference=None):
+        """One and two steps of train.create's step on one device and on the mesh; per-device
+        FLOPs of the mesh's program over those of the 1-device program or, if given, of
+        ``flops_reference``'s (XLA counts a loop body once, so compare loop-free axes)."""
+        single, sharded = train.create(config, ds), train.create(config, ds, mesh)
+        compiled = [s.step_fn.lower(s.state).compile() for s in (single, sharded)]
+        reference = compiled[0] if flops_reference is None else flops_reference
+        (a1, ma), (b1, mb) = compiled[0](single.state), compiled[1](sharded.state)
+        a2, b2 = compiled[0](a1)[0], compiled[1](b1)[0]  # outputs fit the inputs' layout
+        change = jax.tree.map(lambda u, v: np.asarray(u) - np.asarray(v),
+                              a2.learnable, single.state.learnable)
+        out[name] = {
+            "loss": [float(ma["loss"]), float(mb["loss"])],
+            "diff": maxdiff(a2.learnable, b2.learnable), "change": scale(change),
+            "flops_ratio": (compiled[1].cost_analysis()["flops"]
+                            / reference.cost_analysis()["flops"]),
+            "specs": sorted({str(v.sharding.spec) for v in jax.tree.leaves(b2)}),
+            "mesh_devices": sorted({len(v.sharding.device_set) for v in jax.tree.leaves(b2)}),
+        }
+        return single, sharded, a1, b1
 
-    ref_step = dm_step(jax.vmap).lower(syn, real, params).compile()
-    ref = ref_step(syn, real, params)
-    mesh = sh.make_mesh()
-    inputs = sh.replicate((syn, real, params), mesh)
-    step = dm_step(lambda f, in_axes: sh.sharded_vmap(f, mesh, in_axes)).lower(*inputs).compile()
-    got = step(*inputs)
-    out["dm"] = {"scale": scale(ref), "diff": maxdiff(ref, got),
-                 "flops_ratio": step.cost_analysis()["flops"] / ref_step.cost_analysis()["flops"],
-                 "grad_spec": str(got[1].sharding.spec)}
+    # DM on one device loops over the classes (lax.map); on a 1-device mesh they are vmapped
+    # as on 8 devices, the FLOP reference for the split of the class axis.
+    config = config_for("dm")
+    vmapped = train.create(config, ds, sh.make_mesh(1))
+    dm_single, dm_sharded, dm_a1, dm_b1 = compare(
+        config, "dm", vmapped.step_fn.lower(vmapped.state).compile())
 
-    # Evaluation-like: 5 seeds (uneven on 8 devices), each initialises its own softmax
-    # classifier from its key and takes 3 SGD steps on the same data; seeds mapped, data not.
-    x = jax.random.normal(jax.random.key(3), (32, *shape)).reshape(32, -1)
-    y = jax.random.randint(jax.random.key(4), (32,), 0, num_classes)
-    keys = jax.random.split(jax.random.key(5), 5)
+    # TM: 8 trajectories per step from 2 fake experts (random walks from real inits).
+    config = config_for("tm")
+    config.dsa_strategy = ""  # DSA on a mesh: DM above (siamese), evaluation below (per image)
+    config.tm = tm.defaults()
+    config.tm.update_from_flattened_dict({
+        "syn_steps": 2, "max_start_epoch": 2, "expert_epochs": 1, "num_trajectories": 8,
+        "lr_lr": 1e-3, "grad_chunk": 0, "experts.epochs": 2,
+        "experts.dir": os.path.join(args.tmp, "tm_experts")})
+    student = models.get("ConvNetD1", num_classes, shape, conv_impl="im2col")
+    p, _ = experts.param_unraveler(student, shape)
+    os.makedirs(config.tm.experts.dir)
+    for i in range(2):
+        start = experts.flatten_params(models.init(student, jax.random.key(i), shape)["params"])
+        walk = np.cumsum(0.01 * rng.normal(size=(2, p)), axis=0)
+        np.save(experts.expert_path(config.tm.experts.dir, i),
+                np.concatenate([[start], start + walk]).astype(np.float32))
+    with open(os.path.join(config.tm.experts.dir, experts.META_FILE), "w") as f:
+        json.dump({**tm.expert_settings(config, p), "epochs": 2, "seed": 0}, f)
+    compare(config, "tm")
 
-    def train_seed(key, x, y):
-        p = 0.1 * jax.random.normal(key, (x.shape[1], num_classes))
+    # Orbax: the sharded DM state saved on the mesh, restored onto the mesh and onto one
+    # device; the 1-device state restored onto the mesh.
+    ckpt = checkpoint.Checkpointer(os.path.join(args.tmp, "ckpt_mesh"))
+    ckpt.save(1, dm_b1, {"devices": mesh.size})
+    on_mesh, record = ckpt.restore(dm_sharded.state)
+    on_one, _ = ckpt.restore(dm_single.state)
+    ckpt.close()
+    ckpt = checkpoint.Checkpointer(os.path.join(args.tmp, "ckpt_one"))
+    ckpt.save(1, dm_a1, {"devices": 1})
+    one_on_mesh, _ = ckpt.restore(dm_sharded.state)
+    ckpt.close()
 
-        def xent(p):
-            logp = jax.nn.log_softmax(x @ p)
-            return -jnp.take_along_axis(logp, y[:, None], 1).mean()
+    def same_layout(restored, template):
+        return all(r.sharding.is_equivalent_to(t.sharding, r.ndim) for r, t in
+                   zip(jax.tree.leaves(restored), jax.tree.leaves(template)))
 
-        p, _ = jax.lax.scan(lambda p, _: (p - 0.1 * jax.grad(xent)(p), None), p, None, length=3)
-        return xent(p), ((x @ p).argmax(-1) == y).mean(), p
+    out["checkpoint"] = {
+        "record": record, "step": int(on_mesh.step),
+        "diff": max(maxdiff(on_mesh, dm_b1), maxdiff(on_one, dm_b1),
+                    maxdiff(one_on_mesh, dm_a1)),
+        "layouts": [same_layout(on_mesh, dm_sharded.state), same_layout(on_one, dm_single.state),
+                    same_layout(one_on_mesh, dm_sharded.state)],
+        "mesh_devices": sorted({len(v.sharding.device_set) for v in jax.tree.leaves(on_mesh)}),
+    }
 
-    ref = jax.jit(jax.vmap(train_seed, in_axes=(0, None, None)))(keys, x, y)
-    got = jax.jit(sh.sharded_vmap(train_seed, mesh, in_axes=(0, None, None)))(
-        keys, *sh.replicate((x, y), mesh))
-    out["seeds"] = {"diff": maxdiff(ref, got), "scale": scale(ref),
-                    "losses": np.asarray(got[0]).tolist()}
+    # Evaluation: 5 seeds (uneven over 8 devices) with DSA, one epoch and the test pass.
+    kw = dict(num_classes=num_classes, epochs=1, lr=0.01, batch_size=16,
+              dsa_strategy="color_flip", return_state=True, progress=False)
+    keys = evaluate.seed_keys(jax.random.key(3), 5)
+    one = evaluate.train_seeds(keys, "ConvNetD1", x, y, x[::2], y[::2], **kw)
+    many = evaluate.train_seeds(keys, "ConvNetD1", x, y, x[::2], y[::2], mesh=mesh, **kw)
+    out["eval"] = {"diff": maxdiff(one["state"].params, many["state"].params),
+                   "scale": scale(one["state"].params),
+                   "loss": [one["train_loss"], many["train_loss"]],
+                   "accs": [one["accs"], many["accs"]]}
 
-    # TM-like: 5 trajectories (mapped) of 3 remat'd SGD steps of a student on closed-over,
-    # replicated images with a learnable rate; a keyed lax.switch per step stands for DSA.
-    # Gradient w.r.t. the images and the rate (replicated: summed over devices).
-    images = jax.random.normal(jax.random.key(6), (6, 5))
-    targets = jax.nn.one_hot(jnp.arange(6) % 3, 3)
-    start = jax.random.normal(jax.random.key(7), (5, 15))
-    target = start + 0.1 * jax.random.normal(jax.random.key(8), (5, 15))
-
-    def tm_loss(vmap, images, lr, start, target):
-        def one(s, t, k):
-            def step(theta, kk):
-                x = jax.lax.switch(jax.random.randint(kk, (), 0, 2),
-                                   [lambda v: v, lambda v: jnp.flip(v, 1)], images)
-                ce = lambda th: jnp.mean((jnp.tanh(x @ th.reshape(5, 3)) - targets) ** 2)
-                return theta - lr * jax.grad(ce)(theta), None
-
-            final, _ = jax.lax.scan(jax.checkpoint(step), s, jax.random.split(k, 3))
-            return jnp.sum((final - t) ** 2) / jnp.sum((s - t) ** 2)
-
-        keys = jax.random.split(jax.random.key(9), start.shape[0])
-        return vmap(one)(start, target, keys).mean()
-
-    grad = jax.value_and_grad(tm_loss, argnums=(1, 2))
-    ref = jax.jit(lambda *a: grad(jax.vmap, *a))(images, 0.5, start, target)
-    got = jax.jit(lambda *a: grad(lambda f: sh.sharded_vmap(f, mesh), *a))(
-        *sh.replicate((images, jnp.float32(0.5), start, target), mesh))
-    out["tm"] = {"diff": maxdiff(ref, got), "scale": scale(ref)}
+    # Expert training: 3 experts at once (uneven over 8 devices), one short epoch.
+    trajs = []
+    for m in (None, mesh):
+        folder = os.path.join(args.tmp, f"experts_{0 if m is None else m.size}")
+        experts.train_experts(jax.random.key(0), x, y, x[::2], y[::2], num_classes=num_classes,
+                              expert_dir=folder, dataset="toy", num_experts=3,
+                              model_name="ConvNetD1", epochs=1, batch_size=40, dsa=False,
+                              parallel=3, conv_impl="im2col", mesh=m, progress=False)
+        trajs.append(np.stack([np.load(experts.expert_path(folder, i)) for i in range(3)]))
+    out["experts"] = {"diff": maxdiff(*trajs), "change": scale(trajs[0][:, 1] - trajs[0][:, 0])}
 
     # jit boundary: a padded leading axis enters and leaves sharded via in/out_shardings.
     (v, mask) = sh.pad_leading(jnp.arange(10.0), mesh.size)
@@ -127,13 +170,14 @@ def main() -> None:
                        "values": np.asarray(w[mask]).tolist()}
 
     # constrain inside jit on an uneven axis (XLA pads internally).
+    real = jax.random.normal(jax.random.key(1), (num_classes, 6, *shape))
     g = jax.jit(lambda r: jnp.sin(sh.constrain(r, mesh)).sum((1, 2, 3, 4)))
     out["constrain_diff"] = maxdiff(g(real), jnp.sin(real).sum((1, 2, 3, 4)))
 
     # argument checks of the multi-device path (1 device falls back to jax.vmap)
     errors = 0
     for bad in (lambda: sh.sharded_vmap(jnp.sum, mesh, (1,))(real),
-                lambda: sh.sharded_vmap(jnp.add, mesh, (0, 0))(real, syn[:5]),
+                lambda: sh.sharded_vmap(jnp.add, mesh, (0, 0))(real, real[:5]),
                 lambda: sh.sharded_vmap(jnp.sum, mesh, None)(real),
                 lambda: sh.shard_leading(real, mesh)):
         try:

@@ -1,5 +1,6 @@
-"""fred_jax.sharding: helpers in this (1-device) process, sharded agreement on 8 simulated
-CPU devices in a subprocess (XLA_FLAGS must be set before jax starts)."""
+"""fred_jax.sharding: helpers in this (1-device) process; the real DM, TM, evaluation and
+expert-training steps and an orbax round trip on 8 simulated CPU devices in a subprocess
+(XLA_FLAGS must be set before jax starts), each against the 1-device result."""
 
 from __future__ import annotations
 
@@ -15,39 +16,66 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType
 
+from fred_jax import configuration, train
 from fred_jax import sharding as sh
 
 HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def eight_devices() -> dict:
+def eight_devices(tmp_path_factory) -> dict:
     """JSON report of tests/sharding_worker.py run with 8 simulated CPU devices."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run([sys.executable, str(HERE / "sharding_worker.py"), "--devices", "8"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    tmp = tmp_path_factory.mktemp("eight_devices")
+    proc = subprocess.run([sys.executable, str(HERE / "sharding_worker.py"), "--devices", "8",
+                           "--tmp", str(tmp)], capture_output=True, text=True, env=env,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_dm_class_axis_agrees_with_one_device(eight_devices):
+def _agree(step: dict) -> None:
+    """Same loss and, after two steps, the same learnables as on one device; the state comes
+    back replicated over all 8 devices (the step's out_shardings)."""
+    np.testing.assert_allclose(*step["loss"], rtol=1e-5)
+    assert step["diff"] <= 1e-5 * step["change"]
+    assert step["specs"] == ["P()"] and step["mesh_devices"] == [8]
+
+
+def test_dm_step_agrees_with_one_device(eight_devices):
     dm = eight_devices["dm"]
     assert eight_devices["devices"] == 8
-    assert dm["diff"] <= 1e-5 * dm["scale"]
-    assert dm["grad_spec"] == "P()"  # gradient w.r.t. the synthetic set comes back replicated
-    # 10 classes on 8 devices: 2 (padded) classes per device, i.e. 2/10 of the 1-device FLOPs.
+    _agree(dm)
+    # Per-device FLOPs against the same (class-vmapped) program on 1 device: 10 classes on 8
+    # devices are 2 (padded) classes per device, plus the replicated decoding, fresh network
+    # and sampling of the real batch.
     assert 0.15 < dm["flops_ratio"] < 0.3
 
 
-def test_seed_axis_agrees_with_one_device(eight_devices):
-    seeds = eight_devices["seeds"]
-    assert seeds["diff"] <= 1e-5 * seeds["scale"]
-    assert len(seeds["losses"]) == 5 and len(set(seeds["losses"])) == 5  # seeds differ
+def test_tm_step_with_8_trajectories_agrees_with_one_device(eight_devices):
+    tm = eight_devices["tm"]
+    _agree(tm)
+    assert tm["flops_ratio"] < 0.2  # one student of 8 per device (~1/8 of the work)
 
 
-def test_trajectory_axis_agrees_with_one_device(eight_devices):
-    tm = eight_devices["tm"]  # includes gradients w.r.t. replicated, closed-over inputs
-    assert tm["diff"] <= 1e-5 * tm["scale"]
+def test_evaluation_seeds_agree_with_one_device(eight_devices):
+    ev = eight_devices["eval"]  # 5 seeds on 8 devices
+    assert ev["diff"] <= 1e-5 * ev["scale"]
+    np.testing.assert_allclose(*ev["loss"], rtol=1e-5)
+    np.testing.assert_allclose(*ev["accs"], atol=100 / 40)  # at most one of 40 test images
+    assert len(set(ev["accs"][1])) > 1  # the seeds differ
+
+
+def test_expert_training_agrees_with_one_device(eight_devices):
+    ex = eight_devices["experts"]  # 3 experts on 8 devices
+    assert ex["diff"] <= 1e-4 * ex["change"]
+
+
+def test_orbax_round_trip_of_sharded_state(eight_devices):
+    ck = eight_devices["checkpoint"]
+    assert ck["record"] == {"devices": 8} and ck["step"] == 1 and ck["diff"] == 0.0
+    # restored with the template's layout: onto the mesh, onto one device, 1 device -> mesh
+    assert ck["layouts"] == [True, True, True] and ck["mesh_devices"] == [8]
 
 
 def test_padded_axis_through_jit_shardings(eight_devices):
@@ -56,6 +84,22 @@ def test_padded_axis_through_jit_shardings(eight_devices):
     assert b["values"] == [2.0 * i for i in range(10)]
     assert eight_devices["constrain_diff"] < 1e-4
     assert eight_devices["value_errors"] == 4  # bad in_axes, sizes, nothing mapped, uneven put
+
+
+def test_num_devices_config():
+    """One device keeps the unsharded programs (mesh None); bad counts are config errors."""
+    config = configuration.defaults()
+    mesh = train.device_mesh(config)  # 0: all devices
+    assert mesh is None if jax.device_count() == 1 else mesh.size == jax.device_count()
+    config.num_devices = 1
+    assert train.device_mesh(config) is None
+    config.num_devices = jax.device_count() + 1
+    with pytest.raises(configuration.ConfigError,
+                       match=r"config.num_devices: num_devices=\d+ but only \d+ devices"):
+        train.device_mesh(config)
+    config.num_devices = -1
+    with pytest.raises(configuration.ConfigError, match="config.num_devices: must be >= 0"):
+        configuration.validate(config)
 
 
 def test_make_mesh():

@@ -28,7 +28,7 @@ thanks to cache locality; measured in ``benchmarks/step_time_tm.py``). On XLA:CP
 slices and matmuls); on GPU/TPU use ``"lax"`` (``config.conv_impl``) and ``grad_chunk=0``.
 
 Several trajectories per outer step: pass ``start``/``target`` of shape ``[T, P]``; they are
-vmapped and the loss is their mean.
+vmapped and the loss is their mean (:func:`sharded_loss` splits them over a device mesh).
 
 The learnable rate has its own optimiser (SGD, momentum 0.5, ``lr_lr``) and is clipped to
 ``>= MIN_SYN_LR`` after each update (reference: ``syn_lr.data.clip(min=0.001)``); it starts at
@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fred_jax import augment, configuration, experts
+from fred_jax import augment, configuration, experts, sharding
 from fred_jax.configuration import ConfigError
 from fred_jax.experts import param_unraveler
 from fred_jax.objectives.base import Objective, Problem, single_step
@@ -193,6 +193,24 @@ def loss(
     return jnp.mean(jax.vmap(one)(start, target, keys))
 
 
+def sharded_loss(mesh: Any, model: nn.Module, images: jax.Array, labels: jax.Array,
+                 syn_lr: jax.Array, start: jax.Array, target: jax.Array, key: jax.Array,
+                 **kwargs: Any) -> jax.Array:
+    """:func:`loss` with the trajectory axis of ``start``/``target [T, P]`` split over ``mesh``
+    (:func:`fred_jax.sharding.sharded_vmap`: each device runs ceil(T / devices) students, the
+    gradients w.r.t. the replicated images and rate are summed over devices). Same value as
+    ``loss``: trajectory i gets the i-th of ``jax.random.split(key, T)``, as in ``loss``.
+    mesh None, one trajectory or ``[P]`` vectors: plain :func:`loss`."""
+    if mesh is None or mesh.size == 1 or start.ndim == 1 or start.shape[0] == 1:
+        return loss(model, images, labels, syn_lr, start, target, key, **kwargs)
+
+    def one(s, t, k):
+        return loss(model, images, labels, syn_lr, s, t, k, **kwargs)
+
+    keys = jax.random.split(key, start.shape[0])
+    return jnp.mean(sharding.sharded_vmap(one, mesh)(start, target, keys))
+
+
 def lr_optimizer(lr_lr: float) -> optax.GradientTransformation:
     """Optimiser of the learnable student rate: SGD with momentum 0.5 (reference)."""
     return optax.sgd(lr_lr, momentum=LR_MOMENTUM)
@@ -305,12 +323,15 @@ def build(config: Any, problem: Problem) -> Objective:
     """TM objective: per iteration ``config.tm.num_trajectories`` random (expert, start) pairs
     from the stored experts, the student ``problem.model`` (``config.model`` with
     ``config.conv_impl``), DSA ``config.dsa_strategy``; one optimiser step on the coefficients
-    and on the learnable rate ``syn_lr`` (then clipped)."""
+    and on the learnable rate ``syn_lr`` (then clipped). With ``problem.mesh`` the expert pool
+    is replicated over the mesh and the trajectories of a step are split over it
+    (:func:`sharded_loss`)."""
     check_config(config)
     t = config.tm
     model, shape = problem.model, problem.image_shape
     num_params, _ = param_unraveler(model, shape)
-    pool = jnp.asarray(load_pool(config, num_params))
+    pool = load_pool(config, num_params)
+    pool = jnp.asarray(pool) if problem.mesh is None else sharding.replicate(pool, problem.mesh)
     num_experts = pool.shape[0]
     syn_steps, batch_syn = int(t.syn_steps), int(t.batch_syn) or None
     max_start, m, count = int(t.max_start_epoch), int(t.expert_epochs), int(t.num_trajectories)
@@ -328,10 +349,10 @@ def build(config: Any, problem: Problem) -> Objective:
         start_epoch = jax.random.randint(k_epoch, (count,), 0, max_start)
         start, target = pool[e, start_epoch], pool[e, start_epoch + m]
         images = problem.decode(learnable["coeffs"]).reshape(-1, *shape)
-        value = loss(model, images, labels, learnable["syn_lr"], start, target, k_tm,
-                     syn_steps=syn_steps, batch_syn=batch_syn, dsa=use_dsa,
-                     dsa_strategy=strategy if use_dsa else augment.STRATEGY,
-                     grad_chunk=int(t.grad_chunk))
+        value = sharded_loss(problem.mesh, model, images, labels, learnable["syn_lr"], start,
+                             target, k_tm, syn_steps=syn_steps, batch_syn=batch_syn,
+                             dsa=use_dsa, dsa_strategy=strategy if use_dsa else augment.STRATEGY,
+                             grad_chunk=int(t.grad_chunk))
         return value, {"syn_lr": learnable["syn_lr"]}
 
     step = single_step(loss_fn)
@@ -348,4 +369,4 @@ def build(config: Any, problem: Problem) -> Objective:
 
 
 __all__ = ["batch_indices", "build", "check_config", "clip_lr", "defaults", "load_pool",
-           "loss", "lr_optimizer", "student_trajectory"]
+           "loss", "lr_optimizer", "sharded_loss", "student_trajectory"]
