@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--syn_steps", default="10,20,50", help="comma-separated settings")
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per setting")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
-    parser.add_argument("--conv_impl", default="im2col", choices=("im2col", "lax"))
+    parser.add_argument("--conv_impl", default="im2col", choices=("im2col", "lax", "tapgrad"))
     parser.add_argument("--grad_chunk", type=int, default=20, help="config.tm.grad_chunk")
     parser.add_argument("--no_remat", action="store_true", help="disable rematerialisation")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)

@@ -29,8 +29,7 @@ factor (``fred_jax.train.coefficient_lr_scale``, the one place it is computed; t
 
 Cost: every iteration backpropagates through ``syn_steps`` SGD steps of a ConvNet on all 160
 synthetic images (second order); see ``benchmarks/step_time_tm.py`` for time and memory. Use a
-GPU for the full 15000 iterations, with ``--config.conv_impl=lax --config.tm.grad_chunk=0
---config.tm.experts.conv_impl=lax``.
+GPU for the full 15000 iterations, with ``--config.conv_impl=lax --config.tm.grad_chunk=0``.
 
 Variants import this file and override what differs (``configs/*_ipc*.py``).
 """
@@ -68,7 +67,6 @@ def get_config():
     config.eval.epochs = 1000  # reference epoch_eval_train
     config.eval.batch_size = 256  # reference batch_train
     config.eval.dsa = True  # DSA while training the evaluation networks
-    config.eval.conv_impl = "lax"  # first-order training: either implementation works
     # --- bookkeeping
     config.log_every = 10  # metric rows (reference prints every 10 iterations)
     config.checkpoint_every = 500  # resumable every 500 iterations
@@ -93,6 +91,5 @@ def get_config():
     config.tm.experts.batch_size = 256  # reference batch_train
     config.tm.experts.dsa = True  # reference: DSA on the real batches
     config.tm.experts.parallel = 2  # experts per vmapped step (raise on accelerators)
-    config.tm.experts.conv_impl = "im2col"  # "lax" on GPU/TPU
     config.tm.experts.seed = 0  # expert i: fold_in(key(0), i)
     return config

@@ -33,7 +33,7 @@ def defaults() -> ml_collections.ConfigDict:
     # --- distillation
     c.objective = "dm"  # dm (distribution matching) or dc (gradient matching)
     c.model = "ConvNetD3"  # matching network (fred_jax.models name; ConvNetD3 == ConvNet)
-    c.conv_impl = "lax"  # convolutions: lax or im2col (faster second-order grads on XLA:CPU)
+    c.conv_impl = "lax"  # distillation convolutions: lax, im2col (2nd order on XLA:CPU) or tapgrad
     c.num_iterations = 20000  # distillation iterations (the reference's --Iteration)
     c.lr = 1e6  # coefficient learning rate (FreD, in the unit given by lr_convention)
     c.lr_convention = "torch_dct"  # torch_dct: lr as in the official code (unnormalised DCT,
@@ -62,7 +62,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval.lr = 0.01  # SGD rate (momentum 0.9, wd 5e-4, x0.1 at half the epochs)
     c.eval.batch_size = 256  # training batch size
     c.eval.dsa = True  # DSA on every training batch
-    c.eval.conv_impl = "lax"  # convolution implementation for evaluation networks
+    c.eval.conv_impl = "auto"  # evaluation convolutions: auto = tapgrad on CPU, lax elsewhere
 
     # --- bookkeeping
     c.log_every = 10  # write metrics every this many iterations
@@ -148,10 +148,11 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
             _fail(field, f"unknown model {name!r}; expected one of {models.ARCHS}")
     if config.objective == "dc" and config.model in models.BATCHNORM_ARCHS:
         _fail("model", f"{config.model} has BatchNorm, which DC matching does not support here")
-    for field in ("conv_impl", "eval.conv_impl"):
-        value = config.conv_impl if field == "conv_impl" else config.eval.conv_impl
-        if value not in models.CONV_IMPLS:
-            _fail(field, f"{value!r} is not one of {models.CONV_IMPLS}")
+    if config.conv_impl not in models.CONV_IMPLS:
+        _fail("conv_impl", f"{config.conv_impl!r} is not one of {models.CONV_IMPLS}")
+    if config.eval.conv_impl not in ("auto", *models.CONV_IMPLS):
+        _fail("eval.conv_impl", f"{config.eval.conv_impl!r} is not 'auto' or one of "
+                                f"{models.CONV_IMPLS}")
     if config.transform not in transforms.NAMES:
         _fail("transform", f"unknown transform {config.transform!r}; expected one of "
                            f"{transforms.NAMES}")

@@ -18,23 +18,27 @@ MTT, DM and FreD reuse:
 - test accuracy of the final network (BatchNorm in inference mode); mean and population std
   (``np.std``) over the seeds. Accuracies are reported in percent, like the papers' tables.
 
-Seeds train at the same time: parameters and momentum are stacked on a leading seed axis and the
-whole per-seed epoch (a ``lax.scan`` over the batches) is ``vmap``-ed over it (or split over a
-device mesh with :func:`fred_jax.sharding.sharded_vmap`). Each seed has its own initialisation,
-shuffling and augmentation keys, so the result equals training the seeds one at a time. Python
-runs once per epoch; compiled programs are cached per configuration.
+Seeds train at the same time: parameters and momentum are stacked on a leading seed axis and
+one compiled program runs an epoch of every seed (each seed's epoch is a ``lax.scan`` over its
+batches). On accelerators, and over a device mesh (:func:`fred_jax.sharding.sharded_vmap`), the
+seeds are ``vmap``-ped. On XLA:CPU without a mesh they run one after another inside that program
+(``lax.map``, :func:`seeds_in_loop`): vmapped convolutions with per-seed kernels become grouped
+convolutions, which XLA:CPU runs far slower than separate ones, and a 2-core CPU is already
+saturated by one seed. Each seed has its own initialisation, shuffling and augmentation keys, so
+the result equals training the seeds one at a time. Python runs once per epoch; compiled
+programs are cached per configuration.
 
-Convolutions: vmap over seeds turns a ``lax`` convolution into a grouped convolution, which
-XLA:CPU runs very slowly, so training defaults to ``conv_impl="im2col"`` on CPU (batched
-matmuls) and ``"lax"`` on accelerators (:func:`default_conv_impl`). Testing has no backward pass
-and always uses ``lax`` convolutions (same parameters); on CPU the seeds are tested one after
-another inside one program (``lax.map``), elsewhere vmapped. Measured on the shared 2-core CPU
-(``benchmarks/evaluate.py``, ConvNet, 160 CIFAR-sized images, DSA): 5 seeds per epoch took 17.5x
-one seed's time with vmapped ``lax`` convolutions and 4.9x-6.3x with ``im2col`` (two runs, busy
-machine); the test pass ran at 119-140 seed-images/s with ``lax`` + ``lax.map`` vs 66 with
-vmapped ``im2col``. A CPU is compute
-bound, so 5 seeds cost about 5x one seed there; the saving of batching seeds shows on
-accelerators, where one small-batch network leaves the device mostly idle.
+CPU specifics: training convolutions default to ``conv_impl="tapgrad"`` (:func:`default_conv_impl`;
+``lax`` forward, gradients as forward convolutions and per-tap matmuls, because XLA:CPU's own
+kernel-gradient convolution is ~150x slower inside loops), and each batch's gradient is summed
+over pieces of :data:`CPU_PIECE` images (same numbers for per-sample-normalised networks; not for
+BatchNorm ones, which use the whole batch) so that a piece's activations stay in cache. Testing
+has no backward pass and uses ``lax`` convolutions. Measured with ``benchmarks/evaluate.py``
+(ConvNet, 160 CIFAR-sized images, DSA, quiet 2-core CPU): one seed 2.39 epochs/s, five seeds
+0.47 epochs/s (5.0x one seed's time: the CPU is compute bound, so seeds cost linear time there);
+before, with vmapped ``im2col`` convolutions, 0.86 and 0.13 epochs/s (6.8x), and with vmapped
+``lax`` convolutions 1.74 and 0.05 epochs/s (36x). Batching seeds saves time on accelerators,
+where one small-batch network leaves the device mostly idle.
 
 Key derivation (explicit, so one seed can be re-run alone): seed ``i`` of ``key`` is
 ``fold_in(key, i)`` (:func:`seed_keys`); from a seed key, the initialisation key is
@@ -105,15 +109,44 @@ def lr_at_epoch(epoch: int, epochs: int, lr: float) -> float:
 
 
 def default_conv_impl() -> str:
-    """Convolution implementation for seed-vmapped training: ``im2col`` on CPU, ``lax`` elsewhere.
+    """Convolution implementation for training evaluation networks: ``tapgrad`` on CPU (XLA:CPU's
+    own convolution gradients are slow inside loops), ``lax`` elsewhere."""
+    return "tapgrad" if jax.default_backend() == "cpu" else "lax"
 
-    vmap over seeds turns a ``lax`` convolution into a grouped convolution (one group per seed),
-    which XLA:CPU runs far slower than separate convolutions (measured: 5 seeds took 17.5x one
-    seed's epoch time), while the ``im2col`` matmuls become batched matmuls (4.9x and 6.3x in two
-    runs on a busy shared CPU: about linear, as a compute-bound CPU allows). Accelerators have
-    native grouped convolutions.
-    """
-    return "im2col" if jax.default_backend() == "cpu" else "lax"
+
+CPU_PIECE = 32  # images per gradient piece on CPU: a piece's activations stay in cache
+
+
+def piecewise_loss_grad(model: Any, params: Any, x: jax.Array, y: jax.Array, piece: int):
+    """Mean cross-entropy, correct count and gradient of a batch, summed over sequential pieces
+    of ``piece`` images (``lax.scan``; the last piece padded with zero-weight images): the same
+    numbers as one pass for per-sample networks, faster on CPU (cache)."""
+    n = x.shape[0]
+    count = -(-n // piece)
+    pad = count * piece - n
+    w = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(pad, x.dtype)]).reshape(count, piece)
+    x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+    y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)])
+
+    def piece_sums(p, xb, yb, wb):
+        logits = model.apply({"params": p}, xb, train=True)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+        return jnp.sum(wb * ce), jnp.sum(wb * (jnp.argmax(logits, -1) == yb))
+
+    def body(acc, xyw):
+        (ce, correct), g = jax.value_and_grad(piece_sums, has_aux=True)(params, *xyw)
+        return jax.tree.map(jnp.add, acc, (ce, correct, g)), None
+
+    zeros = (jnp.zeros((), x.dtype), jnp.zeros((), x.dtype), jax.tree.map(jnp.zeros_like, params))
+    (ce, correct, grads), _ = jax.lax.scan(
+        body, zeros, (x.reshape(count, piece, *x.shape[1:]), y.reshape(count, piece), w))
+    return ce / n, correct.astype(jnp.int32), jax.tree.map(lambda g: g / n, grads)
+
+
+def seeds_in_loop(mesh: Any) -> bool:
+    """Whether seeds run one after another inside each compiled epoch (``lax.map``) rather than
+    vmapped: on XLA:CPU without a mesh, where vmapped convolutions become slow grouped ones."""
+    return mesh is None and jax.default_backend() == "cpu"
 
 
 def seed_keys(key: jax.Array, num_seeds: int) -> jax.Array:
@@ -177,10 +210,17 @@ def _programs(model_name: str, num_classes: int, image_shape: tuple[int, ...], c
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
             return loss, (new_bs, jnp.sum(jnp.argmax(logits, -1) == y))
 
-        (loss, (new_bs, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params)
+        n = x.shape[0]
+        if uses_bs or piece is None or n <= piece:
+            (loss, (new_bs, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params)
+        else:
+            loss, correct, grads = piecewise_loss_grad(model, state.params, x, y, piece)
+            new_bs = {}
         params, buf = _sgd(state.params, state.momentum, grads, lr, momentum, weight_decay)
         return TrainState(params, new_bs, buf), loss * x.shape[0], correct
+
+    piece = CPU_PIECE if seeds_in_loop(mesh) else None
 
     def epoch_one(state: TrainState, key, epoch, lr, x_train, y_train):
         ek = jax.random.fold_in(jax.random.fold_in(key, 1), epoch)
@@ -216,12 +256,13 @@ def _programs(model_name: str, num_classes: int, image_shape: tuple[int, ...], c
 
     vmap = functools.partial(sharding.sharded_vmap, mesh=mesh)
     init = jax.jit(vmap(init_one, in_axes=0))
-    epoch = jax.jit(vmap(epoch_one, in_axes=(0, 0, None, None, None, None)), donate_argnums=0)
-    if mesh is None and jax.default_backend() == "cpu":
-        # XLA:CPU runs vmapped (grouped) convolutions slowly: one seed after another, in one
-        # program (measured 2.4x more test images per second than vmap with im2col).
+    if seeds_in_loop(mesh):
+        epoch = jax.jit(lambda st, keys, ep, lr, x, y: jax.lax.map(
+            lambda a: epoch_one(*a, ep, lr, x, y), (st, keys)), donate_argnums=0)
         test = jax.jit(lambda st, x, y, v: jax.lax.map(lambda s: test_one(s, x, y, v), st))
     else:
+        epoch = jax.jit(vmap(epoch_one, in_axes=(0, 0, None, None, None, None)),
+                        donate_argnums=0)
         test = jax.jit(vmap(test_one, in_axes=(0, None, None, None)))
     return _Programs(init, epoch, test, uses_bs)
 

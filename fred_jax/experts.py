@@ -50,7 +50,7 @@ from jax.experimental import multihost_utils
 from jax.flatten_util import ravel_pytree
 from tqdm import tqdm
 
-from fred_jax import augment, data, models, sharding
+from fred_jax import augment, data, evaluate, models, sharding
 
 META_FILE = "experts.json"
 FORMAT_VERSION = 1
@@ -211,8 +211,10 @@ def make_train_step(
     mesh: Any = None,
 ) -> Callable:
     """Jitted ``(params, opt_state, x [E, B, ...], y [E, B], keys [E]) -> (params, opt_state,
-    loss [E])``: one SGD step of E experts at once (vmap, split over ``mesh`` if given), DSA
-    per image when ``dsa``."""
+    loss [E])``: one SGD step of E experts at once (vmap, split over ``mesh`` if given; on CPU
+    without a mesh one after another in one program, with the gradient in cache-sized pieces,
+    as in :mod:`fred_jax.evaluate`), DSA per image when ``dsa``."""
+    in_loop = evaluate.seeds_in_loop(mesh)
 
     def one(params, opt_state, x, y, key):
         if dsa:
@@ -222,10 +224,15 @@ def make_train_step(
             logits = model.apply({"params": p}, x, train=True)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
+        if in_loop and x.shape[0] > evaluate.CPU_PIECE:
+            loss, _, grads = evaluate.piecewise_loss_grad(model, params, x, y, evaluate.CPU_PIECE)
+        else:
+            loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
+    if in_loop:
+        return jax.jit(lambda *a: jax.lax.map(lambda b: one(*b), a), donate_argnums=(0, 1))
     return jax.jit(sharding.sharded_vmap(one, mesh), donate_argnums=(0, 1))
 
 
@@ -237,6 +244,8 @@ def make_correct_count(model: nn.Module, mesh: Any = None) -> Callable:
         pred = jnp.argmax(model.apply({"params": params}, x), axis=-1)
         return jnp.sum((pred == y) & valid)
 
+    if evaluate.seeds_in_loop(mesh):
+        return jax.jit(lambda p, x, y, v: jax.lax.map(lambda q: one(q, x, y, v), p))
     return jax.jit(sharding.sharded_vmap(one, mesh, in_axes=(0, None, None, None)))
 
 
@@ -304,7 +313,7 @@ def train_experts(
     zca: bool = False,
     seed: int = 0,
     parallel: int = 2,
-    conv_impl: str = "lax",
+    conv_impl: str | None = None,
     mesh: Any = None,
     progress: bool = True,
 ) -> dict:
@@ -331,6 +340,7 @@ def train_experts(
     if batch_size > len(x_train):
         raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} training images")
     image_shape = x_train.shape[1:]
+    conv_impl = evaluate.default_conv_impl() if conv_impl is None else conv_impl
     model = models.get(model_name, num_classes, image_shape, conv_impl=conv_impl)
     num_params, _ = param_unraveler(model, image_shape)
     settings = {
@@ -410,7 +420,8 @@ def train_from_config(config: Any, progress: bool = True) -> dict:
         lr=float(e.lr), momentum=float(e.momentum), weight_decay=float(e.weight_decay),
         batch_size=int(e.batch_size), dsa=bool(e.dsa), dsa_strategy=config.dsa_strategy,
         zca=bool(config.zca), seed=int(e.seed), parallel=int(e.parallel),
-        conv_impl=e.conv_impl, mesh=sharding.mesh_for(int(config.num_devices)),
+        conv_impl=None if e.conv_impl == "auto" else e.conv_impl,
+        mesh=sharding.mesh_for(int(config.num_devices)),
         progress=progress,
     )
 

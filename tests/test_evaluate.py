@@ -59,6 +59,31 @@ def test_vmapped_seeds_equal_seeds_one_at_a_time(tiny_runs):
     assert not np.allclose(p[0], p[1])
 
 
+def test_piecewise_gradient_equals_whole_batch():
+    """CPU pieces (here 4 images, the last piece padded) give the batch's loss, count, gradient."""
+    import jax.numpy as jnp
+    import optax
+
+    from fred_jax import models
+
+    model = models.get("ConvNetD1", C, (8, 8, 3), conv_impl="tapgrad")
+    params = models.init(model, jax.random.key(0), (8, 8, 3))["params"]
+    x, y = _tiny(3, 2)  # 9 images
+
+    def whole(p):
+        logits = model.apply({"params": p}, x, train=True)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return ce, jnp.sum(jnp.argmax(logits, -1) == y)
+
+    (loss, correct), grads = jax.value_and_grad(whole, has_aux=True)(params)
+    loss_p, correct_p, grads_p = ev.piecewise_loss_grad(model, params, jnp.asarray(x),
+                                                        jnp.asarray(y), 4)
+    np.testing.assert_allclose(loss_p, loss, rtol=1e-5)
+    assert int(correct_p) == int(correct)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_p)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
 def test_result_fields(tiny_runs):
     both, _ = tiny_runs
     accs = np.asarray(both["accs"])

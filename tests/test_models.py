@@ -200,6 +200,38 @@ def test_conv_impls_agree(x_shape, k_shape, stride, pad):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "x_shape,k_shape,stride,pad",
+    [
+        ((2, 7, 7, 3), (3, 3, 3, 4), 1, 1),
+        ((2, 9, 8, 3), (3, 3, 3, 4), 2, 1),  # strided, odd size: rows the forward never reads
+        ((2, 8, 8, 3), (1, 1, 3, 4), 2, 0),
+        ((2, 11, 11, 2), (5, 5, 2, 3), 2, 0),
+        ((2, 6, 6, 1), (3, 3, 1, 2), 1, 3),  # padding > k - 1 (1-channel ConvNet quirk)
+        ((2, 9, 3), (3, 3, 2), 2, 1),  # 1-D
+        ((1, 4, 5, 6, 2), (3, 3, 3, 2, 3), 1, 1),  # 3-D
+    ],
+)
+def test_tapgrad_first_and_second_derivatives_equal_lax(x_shape, k_shape, stride, pad):
+    """The tapgrad custom VJP gives lax's values and first- and second-order gradients (x64)."""
+    strides = (stride,) * (len(k_shape) - 2)
+
+    def f(impl):
+        return lambda x, k: jnp.sum(jnp.sin(models.conv(x, k, strides=strides, padding=pad,
+                                                        impl=impl)))
+
+    def second(impl):
+        return jax.grad(lambda x, k: jnp.sum(jax.grad(f(impl), 1)(x, k) ** 2), (0, 1))
+
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(1), x_shape, jnp.float64)
+        k = jax.random.normal(jax.random.key(2), k_shape, jnp.float64)
+        for order in (f, lambda i: jax.grad(f(i), (0, 1)), second):
+            want, got = order("lax")(x, k), order("tapgrad")(x, k)
+            for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+                np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
+
+
 def test_instancenorm_matches_groupnorm():
     x = 2.0 + 3.0 * _normal(5, (2, 5, 6, 4))
     ref = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5)
