@@ -60,6 +60,7 @@ def shiftsum_conv(x, kernel, strides, padding):
 
 VARIANTS = {
     "lax": ("lax", None),
+    "tapgrad": ("tapgrad", None),
     "im2col/slices": ("im2col", None),
     "im2col/patches": ("im2col", patches_conv),
     "im2col/shiftsum": ("im2col", shiftsum_conv),

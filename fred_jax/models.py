@@ -29,29 +29,40 @@ returns ``(vector, unravel)``; leaf order is the (sorted, deterministic) pytree 
 for both convolution implementations.
 
 Convolution implementations (``conv_impl``), same parameters and the same numbers:
-- ``"lax"``: ``jax.lax.conv_general_dilated``.
+- ``"lax"``: ``jax.lax.conv_general_dilated``; JAX's own derivatives.
 - ``"im2col"``: explicit patch extraction (padding + one strided slice per kernel tap,
   concatenated on the channel axis) followed by one matmul with the reshaped kernel.
   Derivatives of slices, pads and matmuls are again slices, pads and matmuls, so second-order
   gradients (trajectory matching: grad of a loss that contains SGD steps on the network) stay
   cheap on XLA:CPU, where the transposed/dilated convolutions that lax.conv differentiates into
   are slow.
+- ``"tapgrad"``: ``lax`` forward with a custom VJP (input gradient as a forward convolution,
+  kernel gradient as one matmul per tap; second order goes through the same rules). XLA:CPU's
+  kernel-gradient convolution is ~150x slower inside ``lax.scan``/``lax.map`` loops than outside
+  them; tapgrad has no such cliff, which lets CPU evaluation loop over seeds and gradient pieces.
 
-Measured on this machine (XLA:CPU, 2 cores shared with ~10 other processes, so wall times are
-inflated; CPU = process CPU seconds of the best of 3 runs, the fairer comparison), ConvNet
-3x32x32, 10 classes, ``python benchmarks/conv_impl.py --repeats 3``:
+Measured on this machine (XLA:CPU, quiet, 2026-11-24; best of 3 runs), ConvNet 3x32x32, 10
+classes, ``python benchmarks/conv_impl.py --repeats 3 --variants lax,tapgrad,im2col/slices``:
 
     impl              | 2nd-order: grad wrt 32 images  | fwd+bwd wrt params, batch 256
                       | of 2 SGD steps + param distance|
                       | compile s  run s  run CPU s    | compile s  run s  run CPU s
+    lax               |    3.71    1.39     2.52       |    1.97    1.37     2.63
+    tapgrad           |    4.20    1.06     1.90       |    1.85    1.14     2.12
+    im2col (slices)   |    3.53    0.70     1.31       |    1.81    1.07     1.98
+
+and earlier, on the machine shared with ~10 other processes (wall times inflated):
+
+    impl              | compile s  run s  run CPU s    | compile s  run s  run CPU s
     lax               |   29.3     7.76     2.87       |   14.1     8.86     3.53
     im2col (slices)   |   15.3     3.81     1.55       |   11.2     6.68     2.28
     im2col (patches)  |   26.7    13.51     4.50       |   27.6    24.39     8.50
     im2col (shiftsum) |   36.1     6.98     2.80       |   15.3     7.74     3.67
 
 "slices" (used here) beats ``lax.conv_general_dilated_patches`` + matmul ("patches", itself a
-grouped convolution) and a sum of per-tap matmuls ("shiftsum"): im2col is ~1.85x cheaper than
-lax for second-order gradients and ~1.5x for plain training steps, and compiles faster.
+grouped convolution) and a sum of per-tap matmuls ("shiftsum"): im2col is ~2x cheaper than
+lax for second-order gradients (TM and DC use it on CPU). For first-order training in CPU
+evaluation loops tapgrad is ~10% faster than im2col (``benchmarks/evaluate.py``).
 Instance norm is written directly (:class:`InstanceNorm`) rather than with ``nn.GroupNorm``:
 that alone took the im2col second-order step from 1.95 to 1.54 CPU s.
 """
