@@ -99,14 +99,31 @@ def _fail(field: str, message: str) -> None:
     raise ConfigError(f"config.{field}: {message}")
 
 
+def _lookup(config: Any, field: str) -> Any:
+    """The value of a dotted field, from the config root."""
+    value = config
+    for part in field.split("."):
+        value = value[part]
+    return value
+
+
 def require_positive(config: Any, fields: tuple[str, ...]) -> None:
     """Raise ConfigError naming the first dotted field (from the config root) that is < 1."""
     for field in fields:
-        value = config
-        for part in field.split("."):
-            value = value[part]
+        value = _lookup(config, field)
         if int(value) < 1:
             _fail(field, f"must be >= 1, got {value}")
+
+
+def require_conv_impl(config: Any, field: str, *, auto: bool) -> None:
+    """Raise ConfigError unless the dotted ``field`` names a convolution implementation
+    (``models.CONV_IMPLS``, or ``"auto"`` where ``auto``: the backend's default)."""
+    from fred_jax import models  # deferred like validate's: configs load without JAX
+
+    value = _lookup(config, field)
+    choices = ("auto", *models.CONV_IMPLS) if auto else models.CONV_IMPLS
+    if value not in choices:
+        _fail(field, f"{value!r} is not one of {choices}")
 
 
 def _check_fields(config: Any, sections: tuple[str, ...]) -> None:
@@ -148,11 +165,8 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
             _fail(field, f"unknown model {name!r}; expected one of {models.ARCHS}")
     if config.objective == "dc" and config.model in models.BATCHNORM_ARCHS:
         _fail("model", f"{config.model} has BatchNorm, which DC matching does not support here")
-    if config.conv_impl not in models.CONV_IMPLS:
-        _fail("conv_impl", f"{config.conv_impl!r} is not one of {models.CONV_IMPLS}")
-    if config.eval.conv_impl not in ("auto", *models.CONV_IMPLS):
-        _fail("eval.conv_impl", f"{config.eval.conv_impl!r} is not 'auto' or one of "
-                                f"{models.CONV_IMPLS}")
+    require_conv_impl(config, "conv_impl", auto=False)
+    require_conv_impl(config, "eval.conv_impl", auto=True)
     if config.transform not in transforms.NAMES:
         _fail("transform", f"unknown transform {config.transform!r}; expected one of "
                            f"{transforms.NAMES}")

@@ -115,6 +115,11 @@ def default_conv_impl() -> str:
     return "tapgrad" if jax.default_backend() == "cpu" else "lax"
 
 
+def resolve_conv_impl(conv_impl: str | None) -> str:
+    """``conv_impl`` itself, or for None / ``"auto"`` the backend's :func:`default_conv_impl`."""
+    return default_conv_impl() if conv_impl in (None, "auto") else conv_impl
+
+
 CPU_PIECE = 32  # images per gradient piece on CPU: a piece's activations stay in cache
 
 
@@ -148,6 +153,25 @@ def seeds_in_loop(mesh: Any) -> bool:
     """Whether seeds run one after another inside each compiled epoch (``lax.map``) rather than
     vmapped: on XLA:CPU without a mesh, where vmapped convolutions become slow grouped ones."""
     return mesh is None and jax.default_backend() == "cpu"
+
+
+def map_stacked(fn: Any, mesh: Any, in_axes: int | None | Sequence[int | None] = 0) -> Any:
+    """``fn`` over the leading (seed or expert) axis of the arguments whose ``in_axes`` is 0,
+    the others shared: ``lax.map`` where :func:`seeds_in_loop`, else
+    :func:`fred_jax.sharding.sharded_vmap` (split over ``mesh``). Use inside jit."""
+    if not seeds_in_loop(mesh):
+        return sharding.sharded_vmap(fn, mesh, in_axes=in_axes)
+
+    def mapped(*args):
+        axes = tuple(in_axes) if isinstance(in_axes, Sequence) else (in_axes,) * len(args)
+
+        def one(stacked):
+            items = iter(stacked)
+            return fn(*(next(items) if ax == 0 else a for a, ax in zip(args, axes)))
+
+        return jax.lax.map(one, tuple(a for a, ax in zip(args, axes) if ax == 0))
+
+    return mapped
 
 
 def seed_keys(key: jax.Array, num_seeds: int) -> jax.Array:
@@ -255,16 +279,10 @@ def _programs(model_name: str, num_classes: int, image_shape: tuple[int, ...], c
         logits = test_model.apply(variables, x, train=False)
         return jnp.sum((jnp.argmax(logits, -1) == y) & valid)
 
-    vmap = functools.partial(sharding.sharded_vmap, mesh=mesh)
-    init = jax.jit(vmap(init_one, in_axes=0))
-    if seeds_in_loop(mesh):
-        epoch = jax.jit(lambda st, keys, ep, lr, x, y: jax.lax.map(
-            lambda a: epoch_one(*a, ep, lr, x, y), (st, keys)), donate_argnums=0)
-        test = jax.jit(lambda st, x, y, v: jax.lax.map(lambda s: test_one(s, x, y, v), st))
-    else:
-        epoch = jax.jit(vmap(epoch_one, in_axes=(0, 0, None, None, None, None)),
-                        donate_argnums=0)
-        test = jax.jit(vmap(test_one, in_axes=(0, None, None, None)))
+    init = jax.jit(sharding.sharded_vmap(init_one, mesh))
+    epoch = jax.jit(map_stacked(epoch_one, mesh, (0, 0, None, None, None, None)),
+                    donate_argnums=0)
+    test = jax.jit(map_stacked(test_one, mesh, (0, None, None, None)))
     return _Programs(init, epoch, test, uses_bs)
 
 
@@ -311,7 +329,7 @@ def train_seeds(keys: jax.Array, model_name: str, x_train, y_train, x_test, y_te
     if keys.ndim == 0 or keys.shape[0] < 1:
         raise ValueError(f"keys must be a non-empty stack of seed keys, got shape {keys.shape}")
     num_seeds = keys.shape[0]
-    conv_impl = default_conv_impl() if conv_impl is None else conv_impl
+    conv_impl = resolve_conv_impl(conv_impl)
     if conv_impl == "lax" and seeds_in_loop(mesh):
         warnings.warn("conv_impl='lax' trains inside loops on XLA:CPU, where its kernel "
                       "gradients are ~150x slower; 'tapgrad' gives the same numbers fast",
@@ -388,8 +406,9 @@ def train_and_test(key: jax.Array, model_name: str, x_train, y_train, x_test, y_
     Returns a dict with ``accs`` (test accuracy per seed, percent), ``mean``, ``std``,
     ``seconds`` (wall time, compilation included), ``train_seconds``, per-epoch ``train_loss``,
     ``train_acc`` (mean over seeds) and ``lr_per_epoch``, and the configuration. ``mesh``: a
-    ``jax.sharding.Mesh`` over which the seeds are split (None: vmap on one device); the
-    results agree with one device up to float rounding.
+    ``jax.sharding.Mesh`` over which the seeds are split (None: one device); the results agree
+    with one device up to float rounding. ``conv_impl``: a ``models.CONV_IMPLS`` name, or None
+    / ``"auto"`` for :func:`default_conv_impl`.
     """
     return train_seeds(seed_keys(key, num_seeds), model_name, x_train, y_train, x_test, y_test,
                        num_classes=num_classes, epochs=epochs, lr=lr, batch_size=batch_size,
@@ -576,7 +595,6 @@ def _main(argv: Sequence[str]) -> None:
         raise ValueError("give exactly one of --synset and --coreset")
     key = jax.random.key(f.seed)
     lr = f.lr
-    conv_impl = None if f.conv_impl == "auto" else f.conv_impl
     config: dict[str, Any] = {k: f[k].value for k in (
         "synset", "coreset", "ipc", "dataset", "zca", "models", "mode", "distill_model",
         "num_eval", "epochs", "batch_size", "dsa", "dsa_strategy", "conv_impl", "seed",
@@ -597,14 +615,14 @@ def _main(argv: Sequence[str]) -> None:
             raise ValueError("--coreset needs --dataset")
         dataset = data.load(f.dataset, data_dir=f.data_dir, zca=f.zca)
         x, y = coreset(jax.random.fold_in(key, 1), dataset, f.ipc, f.coreset,
-                       herding_epochs=f.herding_epochs, conv_impl=conv_impl,
+                       herding_epochs=f.herding_epochs, conv_impl=f.conv_impl,
                        progress=f.progress)
     lr = 0.01 if lr is None else lr
     config.update(lr=lr, num_train=int(len(x)))
     results = evaluate_synset(jax.random.fold_in(key, 2), x, y, dataset, models=f.models,
                               mode=f.mode, distill_model=f.distill_model, epochs=f.epochs,
                               lr=lr, num_eval=f.num_eval, batch_size=f.batch_size, dsa=f.dsa,
-                              dsa_strategy=f.dsa_strategy, conv_impl=conv_impl,
+                              dsa_strategy=f.dsa_strategy, conv_impl=f.conv_impl,
                               progress=f.progress)
     print(format_table(results))
     if f.out:

@@ -231,9 +231,7 @@ def make_train_step(
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    if in_loop:
-        return jax.jit(lambda *a: jax.lax.map(lambda b: one(*b), a), donate_argnums=(0, 1))
-    return jax.jit(sharding.sharded_vmap(one, mesh), donate_argnums=(0, 1))
+    return jax.jit(evaluate.map_stacked(one, mesh), donate_argnums=(0, 1))
 
 
 def make_correct_count(model: nn.Module, mesh: Any = None) -> Callable:
@@ -244,9 +242,7 @@ def make_correct_count(model: nn.Module, mesh: Any = None) -> Callable:
         pred = jnp.argmax(model.apply({"params": params}, x), axis=-1)
         return jnp.sum((pred == y) & valid)
 
-    if evaluate.seeds_in_loop(mesh):
-        return jax.jit(lambda p, x, y, v: jax.lax.map(lambda q: one(q, x, y, v), p))
-    return jax.jit(sharding.sharded_vmap(one, mesh, in_axes=(0, None, None, None)))
+    return jax.jit(evaluate.map_stacked(one, mesh, (0, None, None, None)))
 
 
 class _Programs(NamedTuple):
@@ -340,7 +336,7 @@ def train_experts(
     if batch_size > len(x_train):
         raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} training images")
     image_shape = x_train.shape[1:]
-    conv_impl = evaluate.default_conv_impl() if conv_impl is None else conv_impl
+    conv_impl = evaluate.resolve_conv_impl(conv_impl)
     model = models.get(model_name, num_classes, image_shape, conv_impl=conv_impl)
     num_params, _ = param_unraveler(model, image_shape)
     settings = {
@@ -420,7 +416,7 @@ def train_from_config(config: Any, progress: bool = True) -> dict:
         lr=float(e.lr), momentum=float(e.momentum), weight_decay=float(e.weight_decay),
         batch_size=int(e.batch_size), dsa=bool(e.dsa), dsa_strategy=config.dsa_strategy,
         zca=bool(config.zca), seed=int(e.seed), parallel=int(e.parallel),
-        conv_impl=None if e.conv_impl == "auto" else e.conv_impl,
+        conv_impl=e.conv_impl,
         mesh=sharding.mesh_for(int(config.num_devices)),
         progress=progress,
     )

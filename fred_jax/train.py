@@ -288,8 +288,7 @@ def _evaluate(config: Any, setup: Setup, state: TrainState, dataset: Any) -> dic
         key, images, None, dataset, models=names, epochs=int(config.eval.epochs),
         lr=eval_lr(config, state), num_eval=int(config.eval.num_eval),
         batch_size=int(config.eval.batch_size), dsa=bool(config.eval.dsa),
-        conv_impl=None if config.eval.conv_impl == "auto" else config.eval.conv_impl,
-        mesh=setup.problem.mesh, progress=False,
+        conv_impl=config.eval.conv_impl, mesh=setup.problem.mesh, progress=False,
     )
     return {name: {"mean": float(r["mean"]), "std": float(r["std"]),
                    "accs": [float(a) for a in r["accs"]]} for name, r in results.items()}

@@ -273,6 +273,10 @@ def test_paper_configs_are_valid():
     for name in ("cifar10_ipc1", "cifar10_ipc10", "cifar10_ipc50", "mnist_ipc1", "svhn_ipc50",
                  "cifar100_ipc50", "tiny_imagenet_ipc1", "imagenette_ipc1", "imagewoof_ipc10"):
         assert name in names
+    config.tm.experts.conv_impl = "winograd"
+    with pytest.raises(configuration.ConfigError,
+                       match=r"config.tm.experts.conv_impl: 'winograd' is not one of"):
+        tm_lib.check_config(config)
     c = configuration.from_file(os.path.join(os.path.dirname(__file__), "..", "configs",
                                              "cifar10_ipc1.py"))
     assert (c.k, c.lr, c.tm.syn_steps, c.tm.max_start_epoch, c.tm.lr_lr) == (64, 1e8, 50, 5, 1e-7)

@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fred_jax import augment, configuration, experts, models, sharding
+from fred_jax import augment, configuration, experts, sharding
 from fred_jax.configuration import ConfigError
 from fred_jax.experts import param_unraveler
 from fred_jax.objectives.base import Objective, Problem, single_step
@@ -265,9 +265,7 @@ def check_config(config: Any) -> None:
     if not float(t.lr_teacher) >= MIN_SYN_LR or not float(t.lr_lr) > 0:
         raise ConfigError(f"config.tm.lr_teacher must be >= {MIN_SYN_LR} and lr_lr > 0, got "
                          f"{t.lr_teacher} and {t.lr_lr}")
-    if t.experts.conv_impl not in ("auto", *models.CONV_IMPLS):
-        raise ConfigError(f"config.tm.experts.conv_impl: {t.experts.conv_impl!r} is not 'auto' "
-                          f"or one of {models.CONV_IMPLS}")
+    configuration.require_conv_impl(config, "tm.experts.conv_impl", auto=True)
     need = int(t.max_start_epoch) - 1 + int(t.expert_epochs)
     if need > int(t.experts.epochs):
         raise ConfigError(f"config.tm: max_start_epoch - 1 + expert_epochs = {need} exceeds "
