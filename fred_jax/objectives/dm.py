@@ -83,15 +83,12 @@ def loss(
         mean_syn = embed(model, variables, syn.reshape(-1, *syn.shape[2:])).reshape(
             num_classes, syn.shape[1], -1).mean(axis=1)
     else:
-        def real_mean(k, r):
-            return embed(model, variables, augment_(k, r)).mean(axis=0)
+        def class_mean(k, x):
+            return embed(model, variables, augment_(k, x)).mean(axis=0)
 
-        def syn_mean(k, s):
-            return embed(model, variables, augment_(k, s)).mean(axis=0)
-
-        mean_real = sharding.sharded_vmap(real_mean, mesh)(keys, real)
-        mean_syn = sharding.sharded_vmap(syn_mean, mesh)(keys, syn)
-    return jnp.sum((jax.lax.stop_gradient(mean_real) - mean_syn) ** 2)
+        mean_real = sharding.sharded_vmap(class_mean, mesh)(keys, real)
+        mean_syn = sharding.sharded_vmap(class_mean, mesh)(keys, syn)
+    return jnp.sum((mean_real - mean_syn) ** 2)
 
 
 def build(config: Any, problem: Problem) -> Objective:
