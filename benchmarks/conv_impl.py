@@ -6,9 +6,10 @@ Prints a table of (compile s, run s) per implementation for
   vector), i.e. a gradient through gradients;
 - ``fwd+bwd b256``: first-order loss gradient w.r.t. the parameters at batch 256.
 
-im2col candidates: ``slices`` (pad + one strided slice per tap, concat, one matmul: what
-``fred_jax.models`` uses), ``patches`` (``lax.conv_general_dilated_patches`` + matmul) and
-``shiftsum`` (sum over taps of slice @ kernel[tap], no patch tensor). Columns: compile wall
+im2col candidates: ``im2col`` (pad + one strided slice per tap, concat, one matmul, with the
+custom VJP of ``fred_jax.models`` whose derivatives are again patch matmuls), ``autodiff`` (the
+same forward with JAX's own derivatives), ``patches`` (``lax.conv_general_dilated_patches`` +
+matmul) and ``shiftsum`` (sum over taps of slice @ kernel[tap], no patch tensor). Columns: compile wall
 seconds (first call), best-of-``--repeats`` run wall seconds, and best run process CPU seconds
 (all threads; the fairer comparison when other jobs share the machine).
 
@@ -61,7 +62,8 @@ def shiftsum_conv(x, kernel, strides, padding):
 VARIANTS = {
     "lax": ("lax", None),
     "tapgrad": ("tapgrad", None),
-    "im2col/slices": ("im2col", None),
+    "im2col": ("im2col", None),
+    "im2col/autodiff": ("im2col", models._patch_matmul),
     "im2col/patches": ("im2col", patches_conv),
     "im2col/shiftsum": ("im2col", shiftsum_conv),
 }

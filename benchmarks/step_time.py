@@ -36,7 +36,7 @@ import time
 import jax
 import numpy as np
 
-from fred_jax import configuration, data, train
+from fred_jax import configuration, data, models, objectives, train
 
 
 def cifar_like(num_per_class: int = 300, seed: int = 0) -> data.Dataset:
@@ -80,7 +80,7 @@ def bench(objective: str, conv_impl: str, iterations: int, dataset: data.Dataset
     q1, median, q3 = np.percentile(np.asarray(times) * 1e3, [25, 50, 75])
     return {
         "objective": objective,
-        "conv_impl": conv_impl,
+        "conv_impl": objectives.conv_impl(config),
         "instances_per_class": int(setup.problem.instances_per_class),
         "iterations_timed": iterations,
         "ms_per_iteration_median": round(float(median), 1),
@@ -100,7 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objectives", default="dm,dc", help="comma-separated: dm, dc")
-    parser.add_argument("--conv_impl", default="lax", choices=("lax", "im2col"))
+    parser.add_argument("--conv_impl", default="auto", choices=("auto", *models.CONV_IMPLS),
+                        help="config.conv_impl (auto: the library's default for the backend)")
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations each")
     parser.add_argument("--out", default="", help="also write the results as JSON here")
     args = parser.parse_args()

@@ -28,7 +28,6 @@ def get_config():
     config.num_iterations = 1000  # official Iteration
     config.lr = 1e3  # official lr_freq (unnormalised-DCT units)
     config.lr_pixel = 0.1  # DC code's lr_img for the pixel baseline
-    config.conv_impl = "im2col"  # second-order conv gradients: far faster on XLA:CPU than lax
     config.dsa_strategy = ""  # method DC: no augmentation while distilling
     config.eval.every = 500  # official eval_it_pool step
     config.eval.epochs = 300  # DC evaluation without augmentation: 300 epochs

@@ -29,7 +29,8 @@ factor (``fred_jax.train.coefficient_lr_scale``, the one place it is computed; t
 
 Cost: every iteration backpropagates through ``syn_steps`` SGD steps of a ConvNet on all 160
 synthetic images (second order); see ``benchmarks/step_time_tm.py`` for time and memory. Use a
-GPU for the full 15000 iterations, with ``--config.conv_impl=lax --config.tm.grad_chunk=0``.
+GPU for the full 15000 iterations, with ``--config.tm.grad_chunk=0`` (``conv_impl`` "auto" picks
+``lax`` there, ``im2col`` on CPU).
 
 Variants import this file and override what differs (``configs/*_ipc*.py``).
 """
@@ -53,7 +54,6 @@ def get_config():
     # --- distillation
     config.objective = "tm"  # trajectory matching (fred_jax.objectives.tm)
     config.model = "ConvNetD3"  # student = expert architecture (ConvNetD3 == ConvNet)
-    config.conv_impl = "im2col"  # student convolutions: im2col on CPU, "lax" on GPU/TPU
     config.num_iterations = 15000  # official run_TM_FreD.sh Iteration
     config.lr = 1e8  # official run_TM_FreD.sh lr_freq, reference units (see lr_convention)
     config.lr_convention = "torch_dct"  # rescale per coefficient by 1/s^2 (docstring)

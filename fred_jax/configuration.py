@@ -33,7 +33,7 @@ def defaults() -> ml_collections.ConfigDict:
     # --- distillation
     c.objective = "dm"  # dm (distribution matching) or dc (gradient matching)
     c.model = "ConvNetD3"  # matching network (fred_jax.models name; ConvNetD3 == ConvNet)
-    c.conv_impl = "lax"  # distillation convolutions: lax, im2col (2nd order on XLA:CPU) or tapgrad
+    c.conv_impl = "auto"  # distillation convs: auto (CPU: im2col for TM/DC, tapgrad for DM; else lax)
     c.num_iterations = 20000  # distillation iterations (the reference's --Iteration)
     c.lr = 1e6  # coefficient learning rate (FreD, in the unit given by lr_convention)
     c.lr_convention = "torch_dct"  # torch_dct: lr as in the official code (unnormalised DCT,
@@ -165,7 +165,7 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
             _fail(field, f"unknown model {name!r}; expected one of {models.ARCHS}")
     if config.objective == "dc" and config.model in models.BATCHNORM_ARCHS:
         _fail("model", f"{config.model} has BatchNorm, which DC matching does not support here")
-    require_conv_impl(config, "conv_impl", auto=False)
+    require_conv_impl(config, "conv_impl", auto=True)
     require_conv_impl(config, "eval.conv_impl", auto=True)
     if config.transform not in transforms.NAMES:
         _fail("transform", f"unknown transform {config.transform!r}; expected one of "

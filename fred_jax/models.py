@@ -26,32 +26,39 @@ Usage::
 
 A flat parameter vector for trajectory matching: ``jax.flatten_util.ravel_pytree(params)``
 returns ``(vector, unravel)``; leaf order is the (sorted, deterministic) pytree order, identical
-for both convolution implementations.
+for every convolution implementation.
 
 Convolution implementations (``conv_impl``), same parameters and the same numbers:
 - ``"lax"``: ``jax.lax.conv_general_dilated``; JAX's own derivatives.
 - ``"im2col"``: explicit patch extraction (padding + one strided slice per kernel tap,
-  concatenated on the channel axis) followed by one matmul with the reshaped kernel.
-  Derivatives of slices, pads and matmuls are again slices, pads and matmuls, so second-order
-  gradients (trajectory matching: grad of a loss that contains SGD steps on the network) stay
-  cheap on XLA:CPU, where the transposed/dilated convolutions that lax.conv differentiates into
-  are slow.
+  concatenated on the channel axis) followed by one matmul with the reshaped kernel, with a
+  custom VJP: the input gradient is again a patch convolution (of the output gradient, with the
+  flipped kernel), the kernel gradient one matmul patches^T dy whose own VJP is two patch
+  convolutions. Every order of derivative (trajectory matching: grad of a loss that contains
+  SGD steps on the network) stays slices, concatenations and row-major matmuls; on XLA:CPU the
+  transposed/dilated convolutions that lax.conv differentiates into are slow, and JAX's own
+  transposes of the patch matmul made transposed products and col2im scatters.
 - ``"tapgrad"``: ``lax`` forward with a custom VJP (input gradient as a forward convolution,
   kernel gradient as one matmul per tap; second order goes through the same rules). XLA:CPU's
   kernel-gradient convolution is ~150x slower inside ``lax.scan``/``lax.map`` loops than outside
   them; tapgrad has no such cliff, which lets CPU evaluation loop over seeds and gradient pieces.
+Both custom VJPs take the input gradient of a layer with fewer input than output channels (the
+RGB layer) as JAX's transpose of the patch matmul (27 values per pixel, not 1152).
 
 Measured on this machine (XLA:CPU, quiet, 2026-11-24; best of 3 runs), ConvNet 3x32x32, 10
-classes, ``python benchmarks/conv_impl.py --repeats 3 --variants lax,tapgrad,im2col/slices``:
+classes, ``python benchmarks/conv_impl.py --repeats 3 --variants
+lax,tapgrad,im2col,im2col/autodiff``:
 
     impl              | 2nd-order: grad wrt 32 images  | fwd+bwd wrt params, batch 256
                       | of 2 SGD steps + param distance|
                       | compile s  run s  run CPU s    | compile s  run s  run CPU s
-    lax               |    3.71    1.39     2.52       |    1.97    1.37     2.63
-    tapgrad           |    4.20    1.06     1.90       |    1.85    1.14     2.12
-    im2col (slices)   |    3.53    0.70     1.31       |    1.81    1.07     1.98
+    lax               |    4.93    1.56     2.82       |    2.34    1.67     3.11
+    tapgrad           |    4.95    1.02     1.85       |    2.01    1.14     2.14
+    im2col            |    3.66    0.59     1.09       |    1.95    1.03     1.99
+    im2col, JAX's VJP |    3.53    0.73     1.38       |    2.07    1.19     2.22
 
-and earlier, on the machine shared with ~10 other processes (wall times inflated):
+and earlier, on the machine shared with ~10 other processes (wall times inflated; im2col
+variants with JAX's own derivatives):
 
     impl              | compile s  run s  run CPU s    | compile s  run s  run CPU s
     lax               |   29.3     7.76     2.87       |   14.1     8.86     3.53
@@ -59,10 +66,11 @@ and earlier, on the machine shared with ~10 other processes (wall times inflated
     im2col (patches)  |   26.7    13.51     4.50       |   27.6    24.39     8.50
     im2col (shiftsum) |   36.1     6.98     2.80       |   15.3     7.74     3.67
 
-"slices" (used here) beats ``lax.conv_general_dilated_patches`` + matmul ("patches", itself a
-grouped convolution) and a sum of per-tap matmuls ("shiftsum"): im2col is ~2x cheaper than
-lax for second-order gradients (TM and DC use it on CPU). For first-order training in CPU
-evaluation loops tapgrad is ~10% faster than im2col (``benchmarks/evaluate.py``).
+"slices" beats ``lax.conv_general_dilated_patches`` + matmul ("patches", itself a grouped
+convolution) and a sum of per-tap matmuls ("shiftsum"). At TM shapes the custom VJP took an
+iteration (``benchmarks/step_time_tm.py``, syn_steps 10) from 19.5-20.5 s to 16.2-16.4 s. In
+CPU evaluation loops tapgrad is as fast as im2col or faster (``benchmarks/evaluate.py``: 5 seeds
+0.46 vs 0.41 epochs/s), so evaluation keeps tapgrad.
 Instance norm is written directly (:class:`InstanceNorm`) rather than with ``nn.GroupNorm``:
 that alone took the im2col second-order step from 1.95 to 1.54 CPU s.
 """
@@ -153,6 +161,31 @@ def _taps(x: jax.Array, ksize: tuple[int, ...], strides: tuple[int, ...], paddin
     return cols
 
 
+def _input_grad(conv_fn: Callable[..., jax.Array], x_shape: Sequence[int], kernel: jax.Array,
+                strides: tuple[int, ...], padding: int, dy: jax.Array) -> jax.Array:
+    """Input gradient of a convolution with ``kernel`` at output gradient ``dy``.
+
+    Usually a forward convolution (``conv_fn``) of ``dy`` dilated by the strides (``lax.pad``
+    interior), padded by k - 1 - padding (negative: cropped) plus, high, the input rows a
+    strided forward pass never reached, with the flipped, transposed kernel. When the input has
+    fewer channels than the output (a network's first layer), JAX's transpose of the patch
+    matmul instead: dy @ kernel^T, then the patches summed back (col2im), 27 values per pixel
+    for RGB where the forward form would build 1152. For 160 CIFAR images the RGB layer's input
+    gradient took 14 ms this way against 86-90 ms for ``lax`` and the forward form.
+    """
+    if x_shape[-1] < dy.shape[-1]:
+        zeros = jnp.zeros(x_shape, dy.dtype)
+        return jax.vjp(lambda x: _patch_matmul(x, kernel, strides, padding), zeros)[1](dy)[0]
+    nd = kernel.ndim - 2
+    ksize, out = kernel.shape[:nd], dy.shape[1:-1]
+    rest = [s + 2 * padding - k - st * (o - 1) for s, k, st, o in
+            zip(x_shape[1:-1], ksize, strides, out)]
+    config = [(0, 0, 0), *((k - 1 - padding, k - 1 - padding + r, st - 1)
+                           for k, r, st in zip(ksize, rest, strides)), (0, 0, 0)]
+    flipped = jnp.flip(kernel, tuple(range(nd))).swapaxes(-1, -2)
+    return conv_fn(lax.pad(dy, jnp.zeros((), dy.dtype), config), flipped, (1,) * nd, 0)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _tapgrad_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
                   padding: int) -> jax.Array:
@@ -175,29 +208,19 @@ def _tapgrad_fwd(x, kernel, strides, padding):
 def _tapgrad_bwd(strides, padding, residuals, dy):
     x, kernel = residuals
     nd = kernel.ndim - 2
-    ksize, out = kernel.shape[:nd], dy.shape[1:-1]
-    # Input gradient: the transposed convolution as a forward one on ``dy`` dilated by the
-    # strides (``lax.pad`` interior), padded by k - 1 - padding (negative: cropped) plus, high,
-    # the input rows a strided forward pass never reached.
-    rest = [s + 2 * padding - k - st * (o - 1) for s, k, st, o in
-            zip(x.shape[1:-1], ksize, strides, out)]
-    config = [(0, 0, 0), *((k - 1 - padding, k - 1 - padding + r, st - 1)
-                           for k, r, st in zip(ksize, rest, strides)), (0, 0, 0)]
-    flipped = jnp.flip(kernel, tuple(range(nd))).swapaxes(-1, -2)
-    dx = _tapgrad_conv(lax.pad(dy, jnp.zeros((), dy.dtype), config), flipped, (1,) * nd, 0)
+    dx = _input_grad(_tapgrad_conv, x.shape, kernel, strides, padding, dy)
     # Kernel gradient: per tap, contract the tap's input slice with dy over batch and space.
     contract = tuple(range(nd + 1))
     dk = jnp.stack([lax.dot_general(c, dy, ((contract, contract), ((), ())))
-                    for c in _taps(x, ksize, strides, padding, out)])
+                    for c in _taps(x, kernel.shape[:nd], strides, padding, dy.shape[1:-1])])
     return dx, dk.reshape(kernel.shape)
 
 
 _tapgrad_conv.defvjp(_tapgrad_fwd, _tapgrad_bwd)
 
 
-def _im2col_conv(
-    x: jax.Array, kernel: jax.Array, strides: tuple[int, ...], padding: int
-) -> jax.Array:
+def _patch_matmul(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
+                  padding: int) -> jax.Array:
     """Convolution as pad + one strided slice per kernel tap + concat + a single matmul.
 
     Patch channels are ordered (tap, in-channel), matching ``kernel.reshape(-1, out)``.
@@ -210,6 +233,61 @@ def _im2col_conv(
     cols = _taps(x, ksize, strides, padding, out)
     patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
     return jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
+                 padding: int) -> jax.Array:
+    """Patch-matmul convolution whose derivatives are again patch matmuls in row-major layout.
+
+    Input gradient: :func:`_input_grad`. Kernel gradient: :func:`_im2col_kernel_grad`
+    (patches^T dy), whose own VJP is two forward convolutions. So every order of derivative is
+    slices, concatenations and plain matmuls; JAX's own transposes of the patch matmul
+    produced transposed [patches, pixels] products and col2im scatters that, at TM shapes on
+    XLA:CPU, cost about as much as the matmuls (``benchmarks/step_time_tm.py``).
+    """
+    return _patch_matmul(x, kernel, strides, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, ksize: tuple[int, ...],
+                        strides: tuple[int, ...], padding: int) -> jax.Array:
+    """Kernel gradient ``[*k, in, out]`` of :func:`_im2col_conv`: patches^T dy, one matmul."""
+    nd = len(ksize)
+    cols = _taps(x, ksize, strides, padding, dy.shape[1:-1])
+    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    contract = tuple(range(nd + 1))
+    dk = lax.dot_general(patches, dy, ((contract, contract), ((), ())))
+    return dk.reshape(*ksize, x.shape[-1], dy.shape[-1])
+
+
+def _im2col_kernel_grad_fwd(x, dy, ksize, strides, padding):
+    return _im2col_kernel_grad(x, dy, ksize, strides, padding), (x, dy)
+
+
+def _im2col_kernel_grad_bwd(ksize, strides, padding, residuals, ct):
+    # <ct, patches(x)^T dy> is bilinear: its x-gradient is the input gradient of a convolution
+    # with kernel ct at output gradient dy, its dy-gradient the convolution of x with ct.
+    x, dy = residuals
+    return (_input_grad(_im2col_conv, x.shape, ct, strides, padding, dy),
+            _im2col_conv(x, ct, strides, padding))
+
+
+_im2col_kernel_grad.defvjp(_im2col_kernel_grad_fwd, _im2col_kernel_grad_bwd)
+
+
+def _im2col_fwd(x, kernel, strides, padding):
+    return _im2col_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _im2col_bwd(strides, padding, residuals, dy):
+    x, kernel = residuals
+    nd = kernel.ndim - 2
+    return (_input_grad(_im2col_conv, x.shape, kernel, strides, padding, dy),
+            _im2col_kernel_grad(x, dy, kernel.shape[:nd], strides, padding))
+
+
+_im2col_conv.defvjp(_im2col_fwd, _im2col_bwd)
 
 
 class Conv(nn.Module):

@@ -187,7 +187,8 @@ def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
         x_train, y_train = jnp.asarray(x_train), jnp.asarray(y_train)
     else:
         x_train, y_train, index = sharding.replicate((x_train, y_train, index), mesh)
-    model = models.get(config.model, dataset.num_classes, image_shape, conv_impl=config.conv_impl)
+    model = models.get(config.model, dataset.num_classes, image_shape,
+                       conv_impl=objectives.conv_impl(config))
     indices = init.indices
 
     def decode(coeffs):

@@ -58,7 +58,7 @@ def _config(**fields):
     ({"objective": "dc", "model": "ConvNetBN"}, r"config.model: ConvNetBN has BatchNorm"),
     ({"dsa_strategy": "color_blur"}, r"config.dsa_strategy: unknown DSA op"),
     ({"lr": -1.0}, r"config.lr: must be > 0"),
-    ({"conv_impl": "auto"}, r"config.conv_impl: 'auto' is not one of \('lax'"),
+    ({"conv_impl": "fft"}, r"config.conv_impl: 'fft' is not one of \('auto', 'lax'"),
     ({"eval.conv_impl": "fft"}, r"config.eval.conv_impl: 'fft' is not one of \('auto', 'lax'"),
 ])
 def test_bad_configs(fields, message):

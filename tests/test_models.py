@@ -205,6 +205,7 @@ def test_conv_impls_agree(x_shape, k_shape, stride, pad):
     [
         ((2, 7, 7, 3), (3, 3, 3, 4), 1, 1),
         ((2, 9, 8, 3), (3, 3, 3, 4), 2, 1),  # strided, odd size: rows the forward never reads
+        ((2, 9, 8, 4), (3, 3, 4, 3), 2, 1),  # more input than output channels
         ((2, 8, 8, 3), (1, 1, 3, 4), 2, 0),
         ((2, 11, 11, 2), (5, 5, 2, 3), 2, 0),
         ((2, 6, 6, 1), (3, 3, 1, 2), 1, 3),  # padding > k - 1 (1-channel ConvNet quirk)
@@ -212,8 +213,10 @@ def test_conv_impls_agree(x_shape, k_shape, stride, pad):
         ((1, 4, 5, 6, 2), (3, 3, 3, 2, 3), 1, 1),  # 3-D
     ],
 )
-def test_tapgrad_first_and_second_derivatives_equal_lax(x_shape, k_shape, stride, pad):
-    """The tapgrad custom VJP gives lax's values and first- and second-order gradients (x64)."""
+@pytest.mark.parametrize("impl", ["tapgrad", "im2col"])
+def test_custom_vjp_first_and_second_derivatives_equal_lax(x_shape, k_shape, stride, pad, impl):
+    """The tapgrad and im2col custom VJPs give lax's values and first- and second-order
+    gradients (x64), through both input-gradient rules (fewer and more input channels)."""
     strides = (stride,) * (len(k_shape) - 2)
 
     def f(impl):
@@ -227,7 +230,7 @@ def test_tapgrad_first_and_second_derivatives_equal_lax(x_shape, k_shape, stride
         x = jax.random.normal(jax.random.key(1), x_shape, jnp.float64)
         k = jax.random.normal(jax.random.key(2), k_shape, jnp.float64)
         for order in (f, lambda i: jax.grad(f(i), (0, 1)), second):
-            want, got = order("lax")(x, k), order("tapgrad")(x, k)
+            want, got = order("lax")(x, k), order(impl)(x, k)
             for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
                 np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
 

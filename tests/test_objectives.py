@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from fred_jax import data, models, objectives, synset, train, transforms
+from fred_jax import configuration, data, models, objectives, synset, train, transforms
 from fred_jax.objectives import dc, dm
 
 C, H, CH = 3, 8, 2
@@ -91,6 +91,19 @@ def test_lr_convention_errors():
     np.testing.assert_array_equal(train.coefficient_lr_scale(idx, SHAPE, "dwt", "orthonormal"), 1)
 
 
+def test_auto_conv_impl_per_objective():
+    """"auto" resolves per objective on this CPU backend; explicit names are kept."""
+    config = configuration.defaults()
+    assert config.conv_impl == "auto"
+    got = {}
+    for name in objectives.NAMES:
+        config.objective = name
+        got[name] = objectives.conv_impl(config)
+    assert got == {"dm": "tapgrad", "dc": "im2col", "tm": "im2col"}
+    config.conv_impl = "lax"
+    assert objectives.conv_impl(config) == "lax"
+
+
 # ----------------------------------------------------------------------------- DM
 
 
@@ -105,6 +118,24 @@ def test_dm_loss_matches_direct_sum(net, chunk):
     want = sum(float(jnp.sum((emb(real[c]).mean(0) - emb(syn[c]).mean(0)) ** 2))
                for c in range(C))
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+def test_dm_chunks_keep_augmented_loss_and_gradient(net):
+    """With DSA on, chunking the real side (6 -> passes of 2, each augmented with its class's
+    key) and the synthetic side (3C images -> unrolled pieces of 2 and a remainder) changes
+    neither the loss nor the gradient."""
+    model, variables = net
+    real, syn = _images(1, C, 6), _images(2, C, 3)
+    key = jax.random.PRNGKey(5)
+
+    def value_and_grad(chunk):
+        return jax.jit(jax.value_and_grad(lambda s: dm.loss(
+            model, variables, real, s, key, strategy=STRATEGY, chunk=chunk)))(syn)
+
+    (whole, g_whole), (chunked, g_chunked) = value_and_grad(0), value_and_grad(2)
+    assert float(whole) > 1e-3
+    np.testing.assert_allclose(float(chunked), float(whole), rtol=1e-5)
+    np.testing.assert_allclose(g_chunked, g_whole, rtol=1e-4, atol=1e-7)
 
 
 def test_dm_chunk_size():

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 from fred_jax.objectives import dc, dm, tm
 from fred_jax.objectives.base import Apply, Metrics, Objective, Problem, Update, single_step
 
@@ -30,6 +32,24 @@ MODULES = {"dm": dm, "dc": dc, "tm": tm}
 """Objective name -> module with ``build(config, problem)`` and ``loss``."""
 
 NAMES = tuple(MODULES)
+
+SECOND_ORDER = frozenset({"dc", "tm"})
+"""Objectives that differentiate through network gradients (the matching network trains)."""
+
+
+def default_conv_impl(objective: str) -> str:
+    """``config.conv_impl = "auto"``: on XLA:CPU ``im2col`` for second-order objectives (its
+    custom VJP keeps every derivative a patch matmul) and ``tapgrad`` for DM (``lax`` forward,
+    cheaper input gradient of the RGB layer); ``lax`` on GPU/TPU."""
+    if jax.default_backend() != "cpu":
+        return "lax"
+    return "im2col" if objective in SECOND_ORDER else "tapgrad"
+
+
+def conv_impl(config: Any) -> str:
+    """The distillation networks' convolution implementation for ``config``."""
+    value = config.conv_impl
+    return default_conv_impl(config.objective) if value == "auto" else value
 
 
 def build(config: Any, problem: Problem) -> Objective:
@@ -39,5 +59,5 @@ def build(config: Any, problem: Problem) -> Objective:
     return MODULES[config.objective].build(config, problem)
 
 
-__all__ = ["Apply", "Metrics", "Objective", "Problem", "Update", "build", "dc", "dm", "tm",
-           "single_step", "MODULES", "NAMES"]
+__all__ = ["Apply", "Metrics", "Objective", "Problem", "Update", "build", "conv_impl", "dc",
+           "default_conv_impl", "dm", "tm", "single_step", "MODULES", "NAMES", "SECOND_ORDER"]

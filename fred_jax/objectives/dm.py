@@ -5,15 +5,20 @@ network freshly initialised every iteration (features before the classifier), su
 classes. The real and the synthetic batch of a class share one DSA key (siamese), classes use
 different keys, and the real embeddings carry no gradient.
 
-Without a device mesh the augmentation runs class by class (``lax.map``: a vmapped
-``lax.switch`` would evaluate every DSA branch), then the network sees the flattened classes:
-the real images ``chunk`` at a time (``lax.map``; sums, then divided: the same mean, but a
-chunk's activations stay in the CPU cache), the synthetic images in one pass. At CIFAR-10
-shapes on the 2-core CPU (``benchmarks/step_time.py``: 2560 real and 160 synthetic images,
-ConvNet, DSA) this took a step from 3.1 s (256-image passes, classes vmapped) to 2.0 s;
-accelerators prefer large chunks. BatchNorm networks see all classes' real images in one
-batch and all synthetic images in another, like the reference. With a mesh every side is a
-vmap over the class axis split over the devices (BatchNorm statistics per class there).
+Without a device mesh the network sees the flattened classes. The real images go ``chunk`` at a
+time through one ``lax.map`` that augments each chunk with its class's key (siamese DSA draws one
+parameter set per key, so a chunk gets its class's transform) and sums its embeddings; the sums
+are divided at the end (the same mean, but a chunk's activations stay in the CPU cache). The
+synthetic images, augmented class by class (``lax.map``: a vmapped ``lax.switch`` would evaluate
+every DSA branch), are embedded in at most ``MAX_SYN_PIECES`` unrolled pieces of at least
+``chunk`` images: unrolled because XLA:CPU's convolution gradients are slow inside loops, in
+pieces because whole-set activations (84 MB per layer for 160 CIFAR images) spill the 32 MB L3
+cache to a DRAM that moves ~6 GB/s on the 2-core machine. At CIFAR-10 shapes there
+(``benchmarks/step_time.py``: 2560 real and 160 synthetic images, ConvNet, DSA) a step went from
+3.1 s (256-image passes, classes vmapped) to ~2.0 s; accelerators prefer large chunks.
+BatchNorm networks see all classes' real images in one batch and all synthetic images in
+another, like the reference. With a mesh every side is a vmap over the class axis split over
+the devices (BatchNorm statistics per class there).
 
 Reference: VICO-UoE/DatasetCondensation ``main_DM.py`` and sdh0818/FreD ``DM/main_DM_FreD.py``.
 """
@@ -28,6 +33,10 @@ import jax.numpy as jnp
 
 from fred_jax import augment, data, sharding
 from fred_jax.objectives.base import Objective, Problem, single_step
+
+
+MAX_SYN_PIECES = 8
+"""Most unrolled synthetic-side pieces per DM step without a mesh (bounds the program size)."""
 
 
 def chunk_size(total: int, chunk: int) -> int:
@@ -60,7 +69,8 @@ def loss(
     real: ``[C, B, *spatial, ch]``; syn: ``[C, n, *spatial, ch]`` (differentiable); key: this
     iteration's augmentation key, split into one key per class; strategy: DSA strategy
     (``""``/``"none"``: no augmentation); chunk: real images per embedding pass without a mesh
-    (0: ``B``; otherwise the largest divisor of ``B`` not above it; ignored for BatchNorm).
+    (0: ``B``; otherwise the largest divisor of ``B`` not above it) and the smallest
+    synthetic piece (0: all ``C * n`` at once); ignored for BatchNorm networks.
     """
     if real.shape[0] != syn.shape[0] or real.shape[2:] != syn.shape[2:]:
         raise ValueError(f"real {real.shape} and syn {syn.shape} must be [C, *, *image]")
@@ -73,15 +83,26 @@ def loss(
     real = jax.lax.stop_gradient(real)
     if mesh is None:
         num_classes, batch = real.shape[:2]
-        bn = "batch_stats" in variables
-        size = num_classes * batch if bn else chunk_size(batch, chunk if chunk > 0 else batch)
-        real = jax.lax.map(lambda a: augment_(*a), (keys, real))
-        sums = jax.lax.map(lambda x: embed(model, variables, x).sum(axis=0),
-                           real.reshape(-1, size, *real.shape[2:]))
-        mean_real = sums.reshape(num_classes, -1, sums.shape[-1]).sum(axis=1) / batch
-        syn = jax.lax.map(lambda a: augment_(*a), (keys, syn))
-        mean_syn = embed(model, variables, syn.reshape(-1, *syn.shape[2:])).reshape(
-            num_classes, syn.shape[1], -1).mean(axis=1)
+        n = syn.shape[1]
+        if "batch_stats" in variables:
+            real = jax.lax.map(lambda a: augment_(*a), (keys, real))
+            mean_real = embed(model, variables, real.reshape(-1, *real.shape[2:])).reshape(
+                num_classes, batch, -1).mean(axis=1)
+            syn = jax.lax.map(lambda a: augment_(*a), (keys, syn))
+            mean_syn = embed(model, variables, syn.reshape(-1, *syn.shape[2:])).reshape(
+                num_classes, n, -1).mean(axis=1)
+        else:
+            size = chunk_size(batch, chunk if chunk > 0 else batch)
+            sums = jax.lax.map(
+                lambda a: embed(model, variables, augment_(*a)).sum(axis=0),
+                (jnp.repeat(keys, batch // size, axis=0), real.reshape(-1, size, *real.shape[2:])))
+            mean_real = sums.reshape(num_classes, -1, sums.shape[-1]).sum(axis=1) / batch
+            syn = jax.lax.map(lambda a: augment_(*a), (keys, syn)).reshape(-1, *syn.shape[2:])
+            total = syn.shape[0]
+            size = max(chunk if chunk > 0 else total, -(-total // MAX_SYN_PIECES))
+            feats = jnp.concatenate([embed(model, variables, syn[i:i + size])
+                                     for i in range(0, total, size)])
+            mean_syn = feats.reshape(num_classes, n, -1).mean(axis=1)
     else:
         def class_mean(k, x):
             return embed(model, variables, augment_(k, x)).mean(axis=0)
@@ -111,4 +132,4 @@ def build(config: Any, problem: Problem) -> Objective:
     return Objective(name="dm", update=single_step(loss_fn))
 
 
-__all__ = ["build", "chunk_size", "embed", "loss"]
+__all__ = ["MAX_SYN_PIECES", "build", "chunk_size", "embed", "loss"]

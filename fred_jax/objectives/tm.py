@@ -23,9 +23,9 @@ running gradient sum per piece) and recomputes the activations when it needs the
 remat every step's activations (hundreds of MB per step at the CIFAR-10 ipc=1 budget) would
 stay alive. ``grad_chunk`` splits each step's gradient into sequential pieces of that many
 images, so only one piece's activations are alive at a time (less memory, and faster on CPU
-thanks to cache locality; measured in ``benchmarks/step_time_tm.py``). On XLA:CPU use
-``conv_impl="im2col"`` for the student (second-order convolution gradients are faster as
-slices and matmuls); on GPU/TPU use ``"lax"`` (``config.conv_impl``) and ``grad_chunk=0``.
+thanks to cache locality; measured in ``benchmarks/step_time_tm.py``). ``config.conv_impl =
+"auto"`` gives the student ``im2col`` convolutions on XLA:CPU (every order of derivative stays
+a patch matmul) and ``lax`` on GPU/TPU, where ``grad_chunk=0`` is the better choice.
 
 Several trajectories per outer step: pass ``start``/``target`` of shape ``[T, P]``; they are
 vmapped and the loss is their mean (:func:`sharded_loss` splits them over a device mesh).
