@@ -1,7 +1,7 @@
 """Milliseconds per distillation iteration at CIFAR-10 shapes, compile time apart, peak memory.
 
     python benchmarks/step_time.py                       # DM and DC, ConvNet, DSA on
-    python benchmarks/step_time.py --objectives dm --iterations 20 --conv_impl im2col
+    python benchmarks/step_time.py --objectives dm --iterations 20 --conv_impl lax
 
 Setting (issue 4): 10 classes of 32x32x3 images, budget ipc=1 with k=64 kept DCT coefficients
 per channel -> 16 instances per class, ConvNet (width 128, depth 3), DSA on, real batch 256 per
@@ -12,17 +12,28 @@ after one warm-up step, the process CPU time per step (on a shared machine, CPU 
 estimates the quiet-machine wall time), the compile time (lower + compile), XLA's temp buffer
 size for the step, the process's peak RSS, and the 1-minute load average.
 
-Measured, DM, ``conv_impl=lax``, quiet 2-core CPU (AMD EPYC, XLA:CPU), 2026-11-24:
+Measured, DM, quiet 2-core CPU (AMD EPYC, XLA:CPU), 2026-11-24 (the same code varies by
+~5% between runs an hour apart on this machine):
 
     version                                               median s/iteration
-    real side class by class, 256-image passes                 3.09
+    real side class by class, 256-image passes (lax)           3.09
     + real embeddings in 32-image chunks (dm.chunk)            2.33
     + classes flattened for the network                       1.98-2.13
+    + augmentation inside the chunk loop, synthetic side
+      in unrolled pieces, tapgrad ("auto" for DM on CPU)       1.99-2.04 (lax: 2.06-2.11 then)
 
 Where the 2.0 s go (``jax.profiler`` trace): the real side (2560 images x 101.5 MFLOP forward)
-is one fused XLA/YNNPACK kernel per chunk, 80 x 20 ms = 1.6 s, i.e. ~160 GFLOP/s; the synthetic
-side (160 images, forward and input gradient) ~0.35 s; the rest ~0.1 s. Reaching 1.8 s needs
-fewer FLOPs (e.g. Winograd convolutions), not better scheduling.
+is one fused XLA/YNNPACK kernel per chunk, 80 x 20 ms = 1.6 s, i.e. ~160 GFLOP/s, of which the
+RGB layer (7% of the FLOPs, 40 GFLOP/s) takes 5.7 ms per chunk: its 16 MB output per chunk is
+at the edge of the 32 MB L3 cache, and DRAM moves ~6 GB/s here. The synthetic side (160
+images, forward and input gradient) takes ~0.3 s. Tried without gain: Winograd F(2x2, 3x3) in
+plain XLA (16x16x128 layer, 32 images: 22.7 ms against lax's 11.2), bfloat16 operands (that
+layer's conv: 13.2 ms against 12.5 in float32), smaller or larger chunks (8-64),
+rematerialised synthetic pieces, and the RGB layer's instance-norm statistics computed from
+patch moments.
+
+DC (``--objectives dc``, im2col): 10.1 s per iteration against 11.8 s for JAX's own im2col
+derivatives, back to back on 2026-11-24.
 """
 
 from __future__ import annotations

@@ -19,18 +19,19 @@ because on a shared machine the wall time depends on it.
     python benchmarks/step_time_tm.py                      # syn_steps 10, 20, 50
     python benchmarks/step_time_tm.py --syn_steps 10 --iters 3 --grad_chunk 0 --conv_impl lax
 
-Measured on the 2-core shared CPU machine (AMD EPYC, AVX-512; XLA:CPU; one iteration per
-setting, load average 9-11 from other users, so a quiet machine would need between cpu/2 and cpu seconds of wall time):
+Measured on the quiet 2-core CPU machine (AMD EPYC, AVX-512, XLA:CPU), 2026-11-24, im2col
+with its custom VJP, grad_chunk 20, median of 2 iterations after 1 warm-up:
 
     syn_steps   s/it wall   s/it cpu   compile s   peak RSS MB   XLA temp MB
-           10       145.8       40.3        65.8          1040           223
-           20       198.3       83.0        39.7          1087           265
-           50       373.0      203.4        27.3          1145           395
+           10        17.6       33.8         7.7          1043           226
+           20        32.8       63.0         8.4          1078           269
+           50        80.4      154.4         8.0          1288           398
 
-Peak RSS at 50 steps is 1.10x that at 10 (XLA temp 1.8x: +4.3 MB per step, the per-step
-residuals). CPU time is linear in syn_steps at ~4 CPU-s per student step, ~2x the matmul
-FLOPs alone at this machine's measured sgemm rate. Before ``grad_chunk`` (whole batch at once)
-syn_steps=10 took 72 CPU-s with 2.69 GB peak RSS (1.8 GB XLA temp), in the same conditions.
+Peak RSS at 50 steps is 1.24x that at 10 (XLA temp 1.8x: +4.3 MB per step, the per-step
+residuals); time is linear in syn_steps. Back to back with the previous im2col (JAX's own
+derivatives of the patch matmul) at syn_steps 10: 22.8 and 20.1 s before, 17.3 and 16.2 s
+after, so single runs vary by ~8% on this machine. grad_chunk 10/20/32/40 gave 17.6/16.2-16.4/
+16.3/17.2 s. Before ``grad_chunk`` (whole batch at once) syn_steps=10 took 2.69 GB peak RSS.
 """
 
 from __future__ import annotations
