@@ -161,6 +161,13 @@ def _taps(x: jax.Array, ksize: tuple[int, ...], strides: tuple[int, ...], paddin
     return cols
 
 
+def _patches(x: jax.Array, ksize: tuple[int, ...], strides: tuple[int, ...], padding: int,
+             out: Sequence[int]) -> jax.Array:
+    """``[N, *out, taps * in]``: the taps of :func:`_taps` concatenated, channels (tap, in)."""
+    cols = _taps(x, ksize, strides, padding, out)
+    return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+
+
 def _input_grad(conv_fn: Callable[..., jax.Array], x_shape: Sequence[int], kernel: jax.Array,
                 strides: tuple[int, ...], padding: int, dy: jax.Array) -> jax.Array:
     """Input gradient of a convolution with ``kernel`` at output gradient ``dy``.
@@ -230,9 +237,8 @@ def _patch_matmul(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
     out = [(s + 2 * padding - k) // st + 1 for s, k, st in zip(x.shape[1:-1], ksize, strides)]
     if min(out) < 1:
         raise ValueError(f"conv: input {x.shape} (padded) is smaller than the kernel {ksize}")
-    cols = _taps(x, ksize, strides, padding, out)
-    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-    return jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
+    return jnp.dot(_patches(x, ksize, strides, padding, out),
+                   kernel.reshape(-1, kernel.shape[-1]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -253,11 +259,9 @@ def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
 def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, ksize: tuple[int, ...],
                         strides: tuple[int, ...], padding: int) -> jax.Array:
     """Kernel gradient ``[*k, in, out]`` of :func:`_im2col_conv`: patches^T dy, one matmul."""
-    nd = len(ksize)
-    cols = _taps(x, ksize, strides, padding, dy.shape[1:-1])
-    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-    contract = tuple(range(nd + 1))
-    dk = lax.dot_general(patches, dy, ((contract, contract), ((), ())))
+    contract = tuple(range(len(ksize) + 1))
+    dk = lax.dot_general(_patches(x, ksize, strides, padding, dy.shape[1:-1]), dy,
+                         ((contract, contract), ((), ())))
     return dk.reshape(*ksize, x.shape[-1], dy.shape[-1])
 
 
