@@ -120,6 +120,27 @@ def test_dm_loss_matches_direct_sum(net, chunk):
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
+def test_dm_batchnorm_normalises_all_classes_together():
+    """BatchNorm matching networks see every class's real images in one batch and every
+    synthetic image in another (the reference), whatever ``chunk`` says."""
+    model = models.ConvNet(C, width=8, depth=2, norm="batchnorm")
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, *SHAPE)))
+    real, syn = 3.0 + _images(1, C, 4), _images(2, C, 2)
+    got = jax.jit(lambda r, s: dm.loss(model, variables, r, s, jax.random.PRNGKey(3),
+                                       strategy="", chunk=2))(real, syn)
+
+    def means(x):
+        feats = dm.embed(model, variables, x.reshape(-1, *SHAPE))
+        return feats.reshape(C, x.shape[1], -1).mean(1)
+
+    per_class = sum(float(jnp.sum((dm.embed(model, variables, real[c]).mean(0)
+                                   - dm.embed(model, variables, syn[c]).mean(0)) ** 2))
+                    for c in range(C))
+    want = float(jnp.sum((means(real) - means(syn)) ** 2))
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    assert abs(per_class - want) > 1e-3 * want  # per-class statistics would differ
+
+
 def test_dm_chunks_keep_augmented_loss_and_gradient(net):
     """With DSA on, chunking the real side (6 -> passes of 2, each augmented with its class's
     key) and the synthetic side (3C images -> unrolled pieces of 2 and a remainder) changes

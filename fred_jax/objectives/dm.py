@@ -85,12 +85,12 @@ def loss(
         num_classes, batch = real.shape[:2]
         n = syn.shape[1]
         if "batch_stats" in variables:
-            real = jax.lax.map(lambda a: augment_(*a), (keys, real))
-            mean_real = embed(model, variables, real.reshape(-1, *real.shape[2:])).reshape(
-                num_classes, batch, -1).mean(axis=1)
-            syn = jax.lax.map(lambda a: augment_(*a), (keys, syn))
-            mean_syn = embed(model, variables, syn.reshape(-1, *syn.shape[2:])).reshape(
-                num_classes, n, -1).mean(axis=1)
+            def class_means(x):  # one BatchNorm batch of all classes' augmented images
+                x = jax.lax.map(lambda a: augment_(*a), (keys, x))
+                feats = embed(model, variables, x.reshape(-1, *x.shape[2:]))
+                return feats.reshape(num_classes, x.shape[1], -1).mean(axis=1)
+
+            mean_real, mean_syn = class_means(real), class_means(syn)
         else:
             size = chunk_size(batch, chunk if chunk > 0 else batch)
             sums = jax.lax.map(
