@@ -1,10 +1,8 @@
 """FreD + trajectory matching (TM), CIFAR-10, 1 image per class: the paper's headline setting.
 
-Paper (FreD, NeurIPS 2023, TM, ConvNetD3): 60.6 +- 0.8 % test accuracy (pixel TM/MTT: 46.3 +- 0.8).
-Sources: the mean 60.6 is in the results table of the official README (sdh0818/FreD); the
-+- 0.8 and the TM baseline are FreD's CIFAR numbers as reproduced in later papers' tables
-(AutoPalette, NeurIPS 2024, Table 1; GSDD, ICLR 2026 submission, Table 15). The FreD paper's own
-table could not be reached offline.
+Paper (FreD, NeurIPS 2023, Table 1, TM, ConvNetD3): 60.6 +- 0.8 % test accuracy (pixel TM/MTT:
+46.3 +- 0.8 %), with x16 decoded instances (k = 1024 / 16 = 64); the official README's table
+gives the same 60.6.
 
     python -m fred_jax.experts --config configs/cifar10_ipc1.py   # once: 100 experts x 50 epochs
     python -m fred_jax.main --config configs/cifar10_ipc1.py --workdir runs/cifar10_ipc1
@@ -32,7 +30,9 @@ synthetic images (second order); see ``benchmarks/step_time_tm.py`` for time and
 GPU for the full 15000 iterations, with ``--config.tm.grad_chunk=0`` (``conv_impl`` "auto" picks
 ``lax`` there, ``im2col`` on CPU).
 
-Variants import this file and override what differs (``configs/*_ipc*.py``).
+Provenance: each line says "official <file>:<line>" (sdh0818/FreD at 9f35a7a), "paper" or
+"ours" (no official value; the reason follows). Variants import this file and override what
+differs (``configs/*_ipc*.py``).
 """
 
 from fred_jax import configuration
@@ -42,54 +42,54 @@ from fred_jax.objectives import tm
 def get_config():
     config = configuration.defaults()
     # --- data
-    config.dataset = "cifar10"  # fred_jax.data name
-    config.zca = False  # FreD's TM runs without ZCA whitening (experts too)
-    config.seed = 0  # root seed (init, distillation, evaluation)
+    config.dataset = "cifar10"  # official TM/scripts/run_TM_FreD.sh:3 dst
+    config.zca = False  # official TM/hyper_params.py:23-24 refuses --zca (run_buffer.sh: none)
+    config.seed = 0  # root seed (init, distillation, evaluation); official --seed 0 (:494)
     # --- synthetic set
     config.parameterization = "fred"  # "pixel" for the MTT baseline at the same budget
-    config.ipc = 1  # budget: 1 image per class
-    config.k = 64  # official run_TM_FreD.sh msz_per_channel -> 1 * 1024 // 64 = 16 instances/class
-    config.transform = "dct"  # FreD's transform
-    config.mask_kind = "evr"  # explained-variance frequency selection (paper)
+    config.ipc = 1  # official run_TM_FreD.sh:6 ipc
+    config.k = 64  # official run_TM_FreD.sh:16 msz_per_channel (paper Table 1: x16 instances)
+    config.transform = "dct"  # official TM/main_TM_FreD.py SynSet: DCT-II
+    config.mask_kind = "evr"  # official SynSet.init_mask: top-k explained variance ratio
     # --- distillation
     config.objective = "tm"  # trajectory matching (fred_jax.objectives.tm)
-    config.model = "ConvNetD3"  # student = expert architecture (ConvNetD3 == ConvNet)
-    config.num_iterations = 15000  # official run_TM_FreD.sh Iteration
-    config.lr = 1e8  # official run_TM_FreD.sh lr_freq, reference units (see lr_convention)
+    config.model = "ConvNetD3"  # official run_TM_FreD.sh:5 net (= run_buffer.sh:5 model)
+    config.num_iterations = 15000  # official run_TM_FreD.sh:14 Iteration
+    config.lr = 1e8  # official run_TM_FreD.sh:17 lr_freq, reference units (see lr_convention)
     config.lr_convention = "torch_dct"  # rescale per coefficient by 1/s^2 (docstring)
-    config.lr_pixel = 1000.0  # pixel rate of the baseline: MTT's lr_img (README example)
-    config.momentum = 0.5  # SGD momentum on the coefficients (official run_TM_FreD.sh mom_freq)
-    config.dsa_strategy = "color_crop_cutout_flip_scale_rotate"  # DSA of every student step
+    config.lr_pixel = 1000.0  # ours for the pixel baseline: MTT's lr_img (its README example)
+    config.momentum = 0.5  # official run_TM_FreD.sh:18 mom_freq
+    config.dsa_strategy = "color_crop_cutout_flip_scale_rotate"  # official main_TM_FreD.py:483-484
     # --- evaluation (the learned student rate syn_lr is the training rate; eval.lr unused)
-    config.eval.every = 500  # reference eval_it
-    config.eval.models = "ConvNetD3"  # eval_mode S: the distillation architecture
-    config.eval.num_eval = 5  # networks trained per evaluation (reference num_eval)
-    config.eval.epochs = 1000  # reference epoch_eval_train
-    config.eval.batch_size = 256  # reference batch_train
-    config.eval.dsa = True  # DSA while training the evaluation networks
+    config.eval.every = 500  # official main_TM_FreD.py:477 eval_it
+    config.eval.models = "ConvNetD3"  # official run_TM_FreD.sh:8 eval_mode S: the net itself
+    config.eval.num_eval = 5  # official run_TM_FreD.sh:13 num_eval
+    config.eval.epochs = 1000  # official main_TM_FreD.py:478 epoch_eval_train
+    config.eval.batch_size = 256  # official main_TM_FreD.py:482 batch_train
+    config.eval.dsa = True  # official main_TM_FreD.py:483 dsa True (DSA in evaluate_synset)
     # --- bookkeeping
-    config.log_every = 10  # metric rows (reference prints every 10 iterations)
-    config.checkpoint_every = 500  # resumable every 500 iterations
+    config.log_every = 10  # ours (bookkeeping; the reference prints every 10 iterations)
+    config.checkpoint_every = 500  # ours (bookkeeping)
 
     config.tm = tm.defaults()
-    config.tm.syn_steps = 50  # student steps per iteration (official hyper_params.py SYN_STEPS)
-    config.tm.expert_epochs = 2  # M (official hyper_params.py EXPERT_EPOCHS: 2 everywhere)
-    config.tm.max_start_epoch = 5  # start epoch t < 5 (official hyper_params.py MAX_START_EPOCH)
-    config.tm.lr_teacher = 0.01  # initial student rate (official hyper_params.py LR_TEACHER)
-    config.tm.lr_lr = 1e-7  # rate of the student rate (official hyper_params.py LR_LR)
-    config.tm.batch_syn = 0  # whole synthetic set per student step (official script: batch_syn=0)
-    config.tm.num_trajectories = 1  # one expert trajectory per iteration (reference)
-    config.tm.grad_chunk = 20  # student gradient in pieces of 20 images (CPU; 0 on GPU/TPU)
-    config.tm.max_experts = 0  # hold all experts' first max_start+M epochs in memory
-    config.tm.train_experts_if_missing = False  # True: train the experts first
-    config.tm.experts.dir = "experts/cifar10_ConvNetD3"  # expert_*.npy + experts.json
-    config.tm.experts.num_experts = 100  # reference num_experts
-    config.tm.experts.epochs = 50  # reference train_epochs
-    config.tm.experts.lr = 0.01  # reference lr_teacher of buffer.py
-    config.tm.experts.momentum = 0.0  # reference mom
-    config.tm.experts.weight_decay = 0.0  # reference l2
-    config.tm.experts.batch_size = 256  # reference batch_train
-    config.tm.experts.dsa = True  # reference: DSA on the real batches
-    config.tm.experts.parallel = 2  # experts per vmapped step (raise on accelerators)
-    config.tm.experts.seed = 0  # expert i: fold_in(key(0), i)
+    config.tm.syn_steps = 50  # official TM/hyper_params.py:2 SYN_STEPS[CIFAR10][1]
+    config.tm.expert_epochs = 2  # official hyper_params.py:5-6 EXPERT_EPOCHS (2 everywhere)
+    config.tm.max_start_epoch = 5  # official hyper_params.py:10 MAX_START_EPOCH[CIFAR10][1]
+    config.tm.lr_teacher = 0.01  # official hyper_params.py:18 LR_TEACHER[CIFAR10][1]
+    config.tm.lr_lr = 1e-7  # official hyper_params.py:14 LR_LR[CIFAR10][1]
+    config.tm.batch_syn = 0  # official run_TM_FreD.sh:15 batch_syn (whole set per student step)
+    config.tm.num_trajectories = 1  # official main_TM_FreD.py:391-447: one trajectory/iteration
+    config.tm.grad_chunk = 20  # ours (implementation: gradient in pieces of 20; 0 on GPU/TPU)
+    config.tm.max_experts = 0  # ours (implementation: hold all experts' first epochs in memory)
+    config.tm.train_experts_if_missing = False  # ours (workflow): True trains the experts first
+    config.tm.experts.dir = "experts/cifar10_ConvNetD3"  # ours: expert_*.npy + experts.json
+    config.tm.experts.num_experts = 100  # official TM/scripts/run_buffer.sh:10
+    config.tm.experts.epochs = 50  # official run_buffer.sh:9 train_epochs
+    config.tm.experts.lr = 0.01  # official TM/buffer.py:118 lr_teacher
+    config.tm.experts.momentum = 0.0  # official buffer.py:129 mom
+    config.tm.experts.weight_decay = 0.0  # official buffer.py:130 l2
+    config.tm.experts.batch_size = 256  # official buffer.py:119 batch_train
+    config.tm.experts.dsa = True  # official buffer.py:122 dsa (DSA on the real batches)
+    config.tm.experts.parallel = 2  # ours (implementation: experts per vmapped step)
+    config.tm.experts.seed = 0  # ours: expert i uses fold_in(key(0), i)
     return config

@@ -19,6 +19,6 @@ from fred_jax import configuration
 def get_config():
     base = os.path.join(os.path.dirname(__file__), "imagenette_ipc1.py")
     config = configuration.from_file(base)
-    config.dataset = "imagemeow"  # 10 classes, 128x128x3 (tfds)
+    config.dataset = "imagemeow"  # 10 ILSVRC classes by id, 128x128x3 (official TM data)
     config.tm.experts.dir = "experts/imagemeow_ConvNetD5"  # experts of this subset
     return config

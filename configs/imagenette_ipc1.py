@@ -13,6 +13,11 @@ k, lr (with momentum 0.5, 15000 iterations, evaluation every 500) come from the 
 official setting. syn_steps, max_start_epoch, lr_lr and lr_teacher are the ``ImageNet`` entries of
 the official ``hyper_params.py`` (identical in ``TM/`` and ``ImageNet-abcde/``).
 
+Data as in the official TM code: the 10 ILSVRC-2012 classes of its ``imagenette`` list (by class
+id; train, and the 50 val images per class as test), squashed to 128x128 by bilinear resizing
+without antialiasing (fred_jax.data; tfds ``imagenet2012``, which needs the ImageNet tars). The
+fast.ai Imagenette split is ``imagenette_fastai`` (not the paper's data).
+
 Everything else (and the derivation of the coefficient-rate rescale for our orthonormal
 DCT) is documented in ``configs/cifar10_ipc1.py``; this file overrides what differs.
 """
@@ -25,7 +30,7 @@ from fred_jax import configuration
 def get_config():
     base = os.path.join(os.path.dirname(__file__), "cifar10_ipc1.py")
     config = configuration.from_file(base)
-    config.dataset = "imagenette"  # 10 classes, 128x128x3 (tfds; needs download)
+    config.dataset = "imagenette"  # 10 ILSVRC classes by id, 128x128x3 (official TM data)
     config.k = 2048  # official ImageNet-abcde run_TM_FreD.sh msz_per_channel: 8 instances/class
     config.lr = 1e9  # official ImageNet-abcde run_TM_FreD.sh lr_freq (rescaled for 128x128)
     config.model = "ConvNetD5"  # depth 5 for 128x128 (reference)

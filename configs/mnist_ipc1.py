@@ -1,7 +1,7 @@
 """FreD + TM, MNIST, 1 image per class.
 
 Paper (FreD, TM, ConvNetD3): 95.8 % test accuracy (mean from the results table of the official
-README, sdh0818/FreD; the paper's +- could not be verified offline).
+README, sdh0818/FreD; this setting is not in the paper's main text, so no +-).
 
     python -m fred_jax.experts --config configs/mnist_ipc1.py   # once: the experts
     python -m fred_jax.main --config configs/mnist_ipc1.py --workdir runs/mnist_ipc1
@@ -23,10 +23,11 @@ def get_config():
     base = os.path.join(os.path.dirname(__file__), "cifar10_ipc1.py")
     config = configuration.from_file(base)
     config.dataset = "mnist"  # 10 classes, 28x28x1 (the first conv pads to 32x32)
-    config.k = 49  # d = 784 -> 784 // 49 = 16 instances/class, as CIFAR-10 ipc=1
-    config.tm.syn_steps = 50  # official hyper_params.py SYN_STEPS[MNIST][1]
-    config.tm.max_start_epoch = 5  # official hyper_params.py MAX_START_EPOCH[MNIST][1]
-    config.tm.lr_lr = 1e-7  # official hyper_params.py LR_LR[MNIST][1]
-    config.tm.lr_teacher = 1e-2  # official hyper_params.py LR_TEACHER[MNIST][1]
+    config.k = 49  # ours (no official value): 784 // 49 = 16 instances/class as CIFAR-10
+    config.lr = 1e8  # ours (no official value): the official CIFAR-10 ipc=1 lr_freq
+    config.tm.syn_steps = 50  # official TM/hyper_params.py:1 SYN_STEPS[MNIST][1]
+    config.tm.max_start_epoch = 5  # official TM/hyper_params.py:9 MAX_START_EPOCH[MNIST][1]
+    config.tm.lr_lr = 1e-7  # official TM/hyper_params.py:13 LR_LR[MNIST][1]
+    config.tm.lr_teacher = 1e-2  # official TM/hyper_params.py:17 LR_TEACHER[MNIST][1]
     config.tm.experts.dir = "experts/mnist_ConvNetD3"  # experts of this dataset
     return config

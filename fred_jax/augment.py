@@ -20,6 +20,9 @@ the real and the synthetic batch share a seed) every image gets the same paramet
 cases the single-strategy mode "S" picks one op per call for the whole batch, like the reference.
 
 Every op is affine in the images for a fixed key, so gradients flow to the images exactly.
+Each random op is `sample_draws` (the raw uniform/integer numbers, as the reference's
+`torch.rand`/`torch.randint`) followed by `apply_draws` (the reference's formulas), so a caller can
+apply an op with given draws (the parity tests use the official code's own).
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ class DSAParams:
     """Reference `ParamDiffAug` defaults (hashable, so it can be a static jit argument).
 
     mode: "S" applies one randomly chosen op of the strategy per call (reference default),
-    "M" applies all ops of the strategy in order. `align_corners=True` is the sampling convention
-    of PyTorch < 1.3, which the reference was written against (newer PyTorch defaults to False).
+    "M" applies all ops of the strategy in order. `align_corners`: the official DM/DC code calls
+    `F.affine_grid`/`F.grid_sample` with torch's default False, its TM code passes True; for
+    square images both give the same centred pixel map (measured against the official DM ops:
+    within 6e-6 either way, float32 rounding; `tests/test_parity_dsa.py`).
     """
 
     mode: str = "S"
@@ -177,38 +182,82 @@ def _randint(key: jax.Array, n: int, lo: int, hi: int, siamese: bool) -> jax.Arr
     return jax.random.randint(key, () if siamese else (n,), lo, hi)
 
 
-def _rand_color(key: jax.Array, x: jax.Array, p: DSAParams, siamese: bool) -> jax.Array:
-    kb, ks, kc = jax.random.split(key, 3)
-    n, dt = x.shape[0], x.dtype
-    b = ((_uniform(kb, n, siamese) - 0.5) * p.brightness).astype(dt)
-    x = _per_batch(brightness, x, b, siamese=siamese)
-    s = (_uniform(ks, n, siamese) * p.saturation).astype(dt)
-    x = _per_batch(saturation, x, s, siamese=siamese)
-    c = (_uniform(kc, n, siamese) + p.contrast).astype(dt)
-    return _per_batch(contrast, x, c, siamese=siamese)
+def _crop_pad(x: jax.Array, p: DSAParams) -> tuple[int, int]:
+    return int(x.shape[1] * p.ratio_crop_pad + 0.5), int(x.shape[2] * p.ratio_crop_pad + 0.5)
 
 
-def _rand_crop(key: jax.Array, x: jax.Array, p: DSAParams, siamese: bool) -> jax.Array:
+def _cutout_size(x: jax.Array, p: DSAParams) -> tuple[int, int]:
+    return int(x.shape[1] * p.ratio_cutout + 0.5), int(x.shape[2] * p.ratio_cutout + 0.5)
+
+
+def sample_draws(key: jax.Array, op: str, x: jax.Array, params: DSAParams = DSAParams(),
+                 siamese: bool = True) -> dict[str, jax.Array]:
+    """The raw random numbers that op `op` draws for the batch `x` (scalars when `siamese`,
+    else `[N]`), named as in `apply_draws`; the reference's `torch.rand`/`torch.randint` values.
+
+    - color: `brightness`, `saturation`, `contrast` ~ U[0, 1);
+    - crop: integer shifts `x`, `y` in `[-s, s]`; cutout: integer centres `x`, `y` in
+      `[0, H + 1 - size % 2)` (resp. W);
+    - flip: `flip` ~ U[0, 1); scale: `x`, `y` ~ U[0, 1); rotate: `angle` ~ U[0, 1).
+    """
     n, h, w, _ = x.shape
-    sh, sw = int(h * p.ratio_crop_pad + 0.5), int(w * p.ratio_crop_pad + 0.5)
+    if op == "color":
+        kb, ks, kc = jax.random.split(key, 3)
+        return {"brightness": _uniform(kb, n, siamese), "saturation": _uniform(ks, n, siamese),
+                "contrast": _uniform(kc, n, siamese)}
     kx, ky = jax.random.split(key)
-    tx = _randint(kx, n, -sh, sh + 1, siamese)
-    ty = _randint(ky, n, -sw, sw + 1, siamese)
-    return _per_batch(lambda im, a, b: translate(im, a, b, (sh, sw)), x, tx, ty, siamese=siamese)
+    if op == "crop":
+        sh, sw = _crop_pad(x, params)
+        return {"x": _randint(kx, n, -sh, sh + 1, siamese),
+                "y": _randint(ky, n, -sw, sw + 1, siamese)}
+    if op == "cutout":
+        size = _cutout_size(x, params)
+        return {"x": _randint(kx, n, 0, h + (1 - size[0] % 2), siamese),
+                "y": _randint(ky, n, 0, w + (1 - size[1] % 2), siamese)}
+    if op == "flip":
+        return {"flip": _uniform(key, n, siamese)}
+    if op == "scale":
+        return {"x": _uniform(kx, n, siamese), "y": _uniform(ky, n, siamese)}
+    if op == "rotate":
+        return {"angle": _uniform(key, n, siamese)}
+    raise ValueError(f"unknown DSA op {op!r}; known: {OPS}")
 
 
-def _rand_cutout(key: jax.Array, x: jax.Array, p: DSAParams, siamese: bool) -> jax.Array:
-    n, h, w, _ = x.shape
-    size = (int(h * p.ratio_cutout + 0.5), int(w * p.ratio_cutout + 0.5))
-    kx, ky = jax.random.split(key)
-    ox = _randint(kx, n, 0, h + (1 - size[0] % 2), siamese)
-    oy = _randint(ky, n, 0, w + (1 - size[1] % 2), siamese)
-    return _per_batch(lambda im, a, b: cutout(im, a, b, size), x, ox, oy, siamese=siamese)
-
-
-def _rand_flip(key: jax.Array, x: jax.Array, p: DSAParams, siamese: bool) -> jax.Array:
-    f = _uniform(key, x.shape[0], siamese) < p.prob_flip
-    return _per_batch(flip, x, f, siamese=siamese)
+def apply_draws(x: jax.Array, op: str, draws: dict[str, jax.Array],
+                params: DSAParams = DSAParams(), siamese: bool = True) -> jax.Array:
+    """Apply op `op` to the batch `x [N, H, W, C]` with the given raw draws (see
+    `sample_draws`: scalars shared by the batch when `siamese`, else one per image). Maps them
+    to the op's parameters with the reference's formulas; the parity tests feed it the official
+    code's own draws."""
+    dt = x.dtype
+    d = {k: jnp.asarray(v) for k, v in draws.items()}
+    if op == "color":
+        x = _per_batch(brightness, x, ((d["brightness"] - 0.5) * params.brightness).astype(dt),
+                       siamese=siamese)
+        x = _per_batch(saturation, x, (d["saturation"] * params.saturation).astype(dt),
+                       siamese=siamese)
+        return _per_batch(contrast, x, (d["contrast"] + params.contrast).astype(dt),
+                          siamese=siamese)
+    if op == "crop":
+        pad = _crop_pad(x, params)
+        return _per_batch(lambda im, a, b: translate(im, a, b, pad), x, d["x"], d["y"],
+                          siamese=siamese)
+    if op == "cutout":
+        size = _cutout_size(x, params)
+        return _per_batch(lambda im, a, b: cutout(im, a, b, size), x, d["x"], d["y"],
+                          siamese=siamese)
+    if op == "flip":
+        return _per_batch(flip, x, d["flip"] < params.prob_flip, siamese=siamese)
+    if op == "scale":
+        r = params.ratio_scale
+        sx, sy = (d[a] * (r - 1.0 / r) + 1.0 / r for a in ("x", "y"))
+        theta = (scale_theta if siamese else jax.vmap(scale_theta))(sx, sy)
+        return _affine_batch(x, theta, params.align_corners, siamese)
+    if op == "rotate":
+        angle = (d["angle"] - 0.5) * 2.0 * params.ratio_rotate / 180.0 * math.pi
+        theta = (rotate_theta if siamese else jax.vmap(rotate_theta))(angle)
+        return _affine_batch(x, theta, params.align_corners, siamese)
+    raise ValueError(f"unknown DSA op {op!r}; known: {OPS}")
 
 
 def _affine_batch(x: jax.Array, theta: jax.Array, align_corners: bool, siamese: bool) -> jax.Array:
@@ -222,29 +271,14 @@ def _affine_batch(x: jax.Array, theta: jax.Array, align_corners: bool, siamese: 
     return jnp.transpose(out, (2, 0, 1, 3))
 
 
-def _rand_scale(key: jax.Array, x: jax.Array, p: DSAParams, siamese: bool) -> jax.Array:
-    r = p.ratio_scale
-    kx, ky = jax.random.split(key)
-    sx = _uniform(kx, x.shape[0], siamese) * (r - 1.0 / r) + 1.0 / r
-    sy = _uniform(ky, x.shape[0], siamese) * (r - 1.0 / r) + 1.0 / r
-    theta = (scale_theta if siamese else jax.vmap(scale_theta))(sx, sy)
-    return _affine_batch(x, theta, p.align_corners, siamese)
+def _random_op(op: str) -> Callable:
+    def fn(key: jax.Array, x: jax.Array, p: DSAParams, siamese: bool) -> jax.Array:
+        return apply_draws(x, op, sample_draws(key, op, x, p, siamese), p, siamese)
+
+    return fn
 
 
-def _rand_rotate(key: jax.Array, x: jax.Array, p: DSAParams, siamese: bool) -> jax.Array:
-    angle = (_uniform(key, x.shape[0], siamese) - 0.5) * 2.0 * p.ratio_rotate / 180.0 * math.pi
-    theta = (rotate_theta if siamese else jax.vmap(rotate_theta))(angle)
-    return _affine_batch(x, theta, p.align_corners, siamese)
-
-
-_RANDOM_OPS = {
-    "color": _rand_color,
-    "crop": _rand_crop,
-    "cutout": _rand_cutout,
-    "flip": _rand_flip,
-    "scale": _rand_scale,
-    "rotate": _rand_rotate,
-}
+_RANDOM_OPS = {op: _random_op(op) for op in OPS}
 
 
 def parse_strategy(strategy: str) -> tuple[str, ...]:

@@ -9,7 +9,13 @@ selector is deterministic given its inputs (and key, for ``random``).
 
 Kinds
 - ``evr`` (default, the paper's): highest explained-variance ratio, see
-  ``explained_variance_ratio``.
+  ``explained_variance_ratio``. For the ``dct`` transform the variance is that of the official
+  code's coefficients, the UNNORMALISED DCT-II of torch-dct (``norm=None``): our orthonormal
+  variance times ``s(u, v)^2`` (``transforms.torch_dct_scale``: x2 on the first row and column,
+  x4 at DC), so FreD keeps exactly the official frequencies. Other transforms have no official
+  ranking and use their own coefficients.
+- ``evr_orthonormal``: the explained-variance ratio of the orthonormal coefficients as they are
+  (differs from ``evr`` only for ``dct``; an ablation, not the paper's rule).
 - ``low_pass``: smallest normalised frequency radius ``sum_a (f_a / N_a)^2``, where the
   frequency along axis ``a`` of index ``i`` is ``i`` (dct, dwt, identity layouts: low index =
   coarse) or ``min(i, N_a - i)`` for ``dft`` (Hartley spectra wrap around).
@@ -30,18 +36,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ("evr", "low_pass", "high_pass", "band_stop", "random", "amplitude")
+from fred_jax import transforms
+
+KINDS = ("evr", "evr_orthonormal", "low_pass", "high_pass", "band_stop", "random", "amplitude")
 _FREQUENCY_KINDS = ("low_pass", "high_pass", "band_stop")
 
 
-def explained_variance_ratio(coeffs: jax.Array) -> jax.Array:
+def explained_variance_ratio(coeffs: jax.Array, scale: Optional[np.ndarray] = None) -> jax.Array:
     """EVR ``[*spatial]`` of coefficients ``[N, *spatial, ch]``: the variance over the N
     instances of the channel-averaged coefficient, divided by the sum of these variances.
+    ``scale [*spatial]`` multiplies each coefficient first (its variance by ``scale^2``): the
+    official DCT ranking is ``scale = transforms.torch_dct_scale(spatial)``.
     All zeros when the total variance is zero (e.g. N = 1)."""
     coeffs = jnp.asarray(coeffs)
     if coeffs.ndim < 3:
         raise ValueError(f"coeffs must be [N, *spatial, ch], got shape {coeffs.shape}")
     var = jnp.var(jnp.mean(coeffs, axis=-1), axis=0)
+    if scale is not None:
+        var = var * jnp.asarray(np.square(scale), var.dtype)
     total = jnp.sum(var)
     return jnp.where(total > 0, var / jnp.where(total > 0, total, 1.0), 0.0)
 
@@ -62,8 +74,11 @@ def _ranking(
     """Flat positions ``[d]`` in the order the selector keeps them."""
     spatial = coeffs.shape[1:-1]
     d = math.prod(spatial)
-    if kind == "evr":
-        return jnp.argsort(-explained_variance_ratio(coeffs).reshape(-1), stable=True)
+    if kind in ("evr", "evr_orthonormal"):
+        official = kind == "evr" and transform == "dct"
+        scale = transforms.torch_dct_scale(spatial) if official else None
+        ratio = explained_variance_ratio(coeffs, scale)
+        return jnp.argsort(-ratio.reshape(-1), stable=True)
     if kind == "amplitude":
         amp = jnp.mean(jnp.abs(coeffs), axis=(0, coeffs.ndim - 1))
         return jnp.argsort(-amp.reshape(-1), stable=True)
@@ -91,9 +106,9 @@ def select(
 ) -> jax.Array:
     """Mask ``bool[*spatial]`` with exactly ``k`` True for coefficients ``[N, *spatial, ch]``.
 
-    ``transform`` only matters for the frequency-ordered kinds (low_pass, high_pass,
-    band_stop), where ``dft`` indices wrap around. Jit-able with static ``k``, ``kind``,
-    ``transform``."""
+    ``transform`` matters for the frequency-ordered kinds (low_pass, high_pass, band_stop),
+    where ``dft`` indices wrap around, and for ``evr`` (the official scaling of ``dct``).
+    Jit-able with static ``k``, ``kind``, ``transform``."""
     coeffs = jnp.asarray(coeffs)
     if coeffs.ndim < 3:
         raise ValueError(f"coeffs must be [N, *spatial, ch], got shape {coeffs.shape}")
@@ -105,7 +120,7 @@ def select(
         raise ValueError(f"unknown mask kind {kind!r}; expected one of {KINDS}")
     if kind == "random" and key is None:
         raise ValueError("mask kind 'random' needs a PRNG key")
-    if kind not in _FREQUENCY_KINDS:
+    if kind not in _FREQUENCY_KINDS + ("evr",):
         transform = "dct"  # unused: one compiled version for every transform
     return _select(coeffs, k, kind, key, transform)
 

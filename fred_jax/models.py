@@ -4,6 +4,9 @@ Names, layer layouts and parameter counts follow ``utils.get_network`` and
 ``networks.py`` of the official dataset-condensation code (VICO-UoE/DatasetCondensation and the
 MTT fork), including its quirks for 1-channel 28x28 inputs: ConvNet and VGG pad their first conv
 by 3 (28 -> 32), AlexNet pads by 4 and LeNet by 2, so a 1x28x28 ConvNet has 317706 parameters.
+``ConvNet3D`` is the official 3D-MNIST ``Conv3DNet`` (``3D-MNIST/networks.py``, built by its
+``get_network``): width 64, depth 3, instance norm, ReLU, average pooling, first conv padding 3
+(16^3 -> 20^3 -> 10 -> 5 -> 2, 512 features), 228618 parameters for 16^3 volumes and 10 classes.
 Parameter counts for 3x32x32 and 10 classes match the official code (ConvNet 320010, AlexNet
 1872202, VGG11 9231114, ResNet18 11173962, ResNet18BN_AP 11250762, LeNet 62006, MLP 411146).
 
@@ -11,8 +14,9 @@ Initialisation is PyTorch's default (``kaiming_uniform(a=sqrt(5))``): weights an
 convolutions and linear layers ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); norm scales 1, offsets 0.
 Normalisation: ``instancenorm`` = torch ``GroupNorm(C, C)`` (per-sample, per-channel, affine),
 ``groupnorm`` = 4 groups, ``layernorm`` over (spatial, channel) with per-element affine,
-``batchnorm`` with a ``batch_stats`` collection (torch momentum 0.1 = Flax momentum 0.9; unlike
-torch the running variance is the biased batch variance). eps 1e-5 everywhere. Pooling is
+``batchnorm`` = torch ``BatchNorm2d`` (:class:`BatchNorm`: normalises by the biased batch
+variance, updates the running variance with the unbiased one, momentum 0.1; a ``batch_stats``
+collection). eps 1e-5 everywhere. Pooling is
 non-overlapping with floor sizes like torch, written as crop + reshape + mean/max.
 
 Usage::
@@ -144,7 +148,8 @@ def _lax_conv(
     """Channels-last ``lax.conv_general_dilated`` with a ``[*k, in, out]`` kernel."""
     spatial = "DHW"[-(kernel.ndim - 2):]
     return lax.conv_general_dilated(
-        x, kernel, window_strides=strides, padding=padding, dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+        x, kernel, window_strides=strides, padding=padding,
+        dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
 
 
 def _taps(x: jax.Array, ksize: tuple[int, ...], strides: tuple[int, ...], padding: int,
@@ -393,6 +398,38 @@ class InstanceNorm(nn.Module):
         return centred * (lax.rsqrt(var + self.epsilon) * scale) + bias
 
 
+class BatchNorm(nn.Module):
+    """torch ``BatchNorm2d``/``3d`` semantics over all axes but the channel axis: in training
+    mode it normalises with the batch mean and biased variance and moves the running averages
+    (``batch_stats`` ``mean``, ``var``) by ``momentum`` towards the batch mean and the UNBIASED
+    batch variance (torch's rule; Flax's ``nn.BatchNorm`` uses the biased one, a factor
+    (m-1)/m for m values per channel: 7% for ResNet18's last 4x4 maps at batch 1); in eval mode
+    it normalises with the running averages. Parameters ``scale``, ``bias``."""
+
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        if not train:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            axes = tuple(range(x.ndim - 1))
+            mean = x.mean(axes)
+            var = jnp.mean(jnp.square(x - mean), axes)
+            if not self.is_initializing():
+                m = math.prod(x.shape[:-1])
+                unbiased = var * (m / max(m - 1, 1))
+                ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * mean
+                ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * unbiased
+        return (x - mean) * (lax.rsqrt(var + self.epsilon) * scale) + bias
+
+
 def _norm(kind: str, x: jax.Array, train: bool, name: str) -> jax.Array:
     """Apply the reference normalisation ``kind`` to channels-last ``x`` (identity for 'none')."""
     if kind == "none":
@@ -405,9 +442,7 @@ def _norm(kind: str, x: jax.Array, train: bool, name: str) -> jax.Array:
         axes = tuple(range(1, x.ndim))
         return nn.LayerNorm(epsilon=1e-5, reduction_axes=axes, feature_axes=axes, name=name)(x)
     if kind == "batchnorm":
-        return nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name
-        )(x)
+        return BatchNorm(name=name)(x, train)
     raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
 
 
@@ -422,7 +457,8 @@ class ConvNet(nn.Module):
     """ConvNet of DC/DM/MTT: depth x [conv3 -> norm -> act -> pool], then a linear classifier.
 
     N-D: 2-D images ``[N, H, W, C]`` or 3-D volumes ``[N, D, H, W, C]`` (``ndim``). The first conv
-    of a 1-channel 2-D input pads by 3 (reference quirk that maps 28x28 to 32x32), others by 1.
+    of a 1-channel input pads by 3 (reference quirk that maps 28x28 to 32x32; the official
+    3D-MNIST Conv3DNet does the same, 16^3 -> 20^3), others by 1.
     """
 
     num_classes: int
@@ -438,7 +474,7 @@ class ConvNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
         _check_input(x, self.ndim)
         act = _activation(self.act)
-        quirk = self.ndim == 2 and x.shape[-1] == 1
+        quirk = x.shape[-1] == 1
         for d in range(self.depth):
             x = Conv(
                 self.width,
@@ -670,7 +706,7 @@ def get(
         want = "(D, H, W, C)" if ndim == 3 else "(H, W, C)"
         raise ValueError(f"{name} needs image_shape {want}, got {image_shape}")
     if name == "ConvNet3D":
-        return ConvNet(num_classes, ndim=3, conv_impl=conv_impl)
+        return ConvNet(num_classes, width=64, ndim=3, conv_impl=conv_impl)
     if name in _CONVNET_VARIANTS:
         return ConvNet(num_classes, conv_impl=conv_impl, **_CONVNET_VARIANTS[name])
     return _OTHERS[name](num_classes, conv_impl)

@@ -14,7 +14,7 @@ import io
 import json
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.struct
 import jax
@@ -106,7 +106,6 @@ def init(
         raise ValueError(f"labels {labels.shape} do not match images {images.shape}")
     spatial = images.shape[1:-1]
     n = instances_per_class(ipc, spatial, k)
-    t = transforms.get(transform, len(spatial))
     sample_key, mask_key = jax.random.split(key)
 
     picks = []
@@ -117,10 +116,24 @@ def init(
         sel = jax.random.choice(jax.random.fold_in(sample_key, c), members.size, (n,), False)
         picks.append(members[np.asarray(sel)])
     real = np.asarray(images[np.stack(picks)], dtype=np.float32)  # [C, n, *spatial, ch]
+    return from_real(real, k=k, transform=transform, mask_kind=mask_kind, key=mask_key)
+
+
+def from_real(
+    real: Any, *, k: int, transform: str = "dct", mask_kind: str = "evr",
+    key: Optional[jax.Array] = None,
+) -> SynSet:
+    """The frequency memory of given real images ``[C, n, *spatial, ch]``: transform them, build
+    each class's mask from its n instances (``masks.class_masks``; ``key`` for ``random``), keep
+    the k coefficients. The official ``SynSet.init`` after its sampling (the parity tests feed
+    both the same images)."""
+    real = np.asarray(real, dtype=np.float32)
+    num_classes, n = real.shape[:2]
+    t = transforms.get(transform, real.ndim - 3)
     freq = np.asarray(t.forward(real)).reshape((num_classes * n,) + real.shape[2:])
     mask = masks_lib.class_masks(
         freq, np.repeat(np.arange(num_classes), n), num_classes, k, mask_kind,
-        key=mask_key, transform=transform,
+        key=key, transform=transform,
     )
     indices = np.stack([np.flatnonzero(m) for m in np.asarray(mask).reshape(num_classes, -1)])
     flat_freq = freq.reshape(num_classes, n, -1, real.shape[-1])
@@ -129,7 +142,7 @@ def init(
         coeffs=jnp.asarray(coeffs, jnp.float32),
         indices=jnp.asarray(indices, jnp.int32),
         transform=transform,
-        image_shape=tuple(int(s) for s in images.shape[1:]),
+        image_shape=tuple(int(s) for s in real.shape[2:]),
     )
 
 

@@ -60,6 +60,19 @@ def dct_matrix(n: int) -> np.ndarray:
     return m
 
 
+def torch_dct_scale(spatial_shape: Sequence[int]) -> np.ndarray:
+    """``s`` per spatial frequency, shape ``spatial_shape`` (float64): the official code's
+    unnormalised DCT-II coefficient (torch-dct ``norm=None``) divided by our orthonormal one.
+    Per axis of length N, ``X_k = 2 sum_n x_n cos(pi k (2n+1) / 2N)``, so ``s_0 = 2 sqrt(N)``
+    and ``s_k = sqrt(2N)``; a coefficient at ``(k1, k2, ...)`` is scaled by the product."""
+    s = np.ones((), np.float64)
+    for n in spatial_shape:
+        axis = np.full(n, math.sqrt(2.0 * n))
+        axis[0] = 2.0 * math.sqrt(n)
+        s = np.multiply.outer(s, axis)
+    return s
+
+
 @functools.lru_cache(maxsize=None)
 def hartley_matrix(n: int) -> np.ndarray:
     """Orthonormal discrete Hartley matrix ``[n, n]`` (float64), symmetric and involutory."""

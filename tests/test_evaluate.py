@@ -159,3 +159,47 @@ def test_mnist_ten_random_images_per_class_well_above_chance():
     assert r["num_test"] == 10000
     # measured 71.0% and 74.0% for the two seeds; chance is 10%
     assert min(r["accs"]) > 50.0
+
+
+def test_dc_augmentation_trains_on_the_augmented_batch():
+    """One epoch of one full batch with ``dc_strategy``: equal to one SGD step (momentum buffer
+    from zero, coupled weight decay) on ``dc_augment.augment`` of the permuted batch under the
+    batch key of the module docstring, and different from training without augmentation."""
+    import jax.numpy as jnp
+    import optax
+
+    from fred_jax import dc_augment, models
+
+    x, y = _tiny(4, 0)
+    key = ev.seed_keys(jax.random.key(5), 1)
+    kw = dict(num_classes=C, epochs=0, lr=0.1, dsa=False, progress=False, return_state=True)
+    aug = ev.train_seeds(key, "ConvNetD1", x, y, x, y, dc_strategy="crop_scale_rotate", **kw)
+    plain = ev.train_seeds(key, "ConvNetD1", x, y, x, y, **kw)
+    assert aug["augmentation"] == "dc:crop_scale_rotate" and plain["augmentation"] == "none"
+
+    model = models.get("ConvNetD1", C, x.shape[1:], conv_impl="lax")
+    params = models.init(model, jax.random.fold_in(key[0], 0), x.shape[1:])["params"]
+    ek = jax.random.fold_in(jax.random.fold_in(key[0], 1), 0)
+    perm = jax.random.permutation(jax.random.fold_in(ek, 0), len(x))
+    xb = dc_augment.augment(jax.random.fold_in(ek, 1), jnp.asarray(x)[perm], "crop_scale_rotate")
+
+    def loss(p):
+        logits = model.apply({"params": p}, xb, train=True)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y[perm]).mean()
+
+    grads = jax.grad(loss)(params)
+    want = jax.tree.map(lambda p, g: p - 0.1 * (g + 5e-4 * p), params, grads)
+    got, base = jax.tree.leaves(aug["state"].params), jax.tree.leaves(plain["state"].params)
+    for a, b in zip(got, jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a[0]), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert not all(np.allclose(a, b) for a, b in zip(got, base))
+
+
+def test_dsa_and_dc_augmentation_exclude_each_other():
+    x, y = _tiny(2, 0)
+    with pytest.raises(ValueError, match="exclude each other"):
+        ev.train_and_test(jax.random.key(0), "ConvNet", x, y, x, y, num_classes=C, epochs=1,
+                          lr=0.01, dc_strategy="crop_scale_rotate", progress=False)
+    with pytest.raises(ValueError, match="unknown DC augmentation"):
+        ev.train_and_test(jax.random.key(0), "ConvNet", x, y, x, y, num_classes=C, epochs=1,
+                          lr=0.01, dsa=False, dc_strategy="crop_flip", progress=False)

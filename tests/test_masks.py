@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from fred_jax import masks
+from fred_jax import masks, transforms
 
 SPATIAL = (4, 6)
 
@@ -53,7 +53,8 @@ def test_exactly_k(coeffs, kind):
 def test_evr_and_amplitude_pick_the_top_scores(coeffs):
     k = 7
     m = coeffs.astype(np.float64).mean(-1)
-    np.testing.assert_array_equal(masks.select(coeffs, k), _top(m.var(axis=0), k))
+    np.testing.assert_array_equal(masks.select(coeffs, k, "evr_orthonormal"),
+                                  _top(m.var(axis=0), k))
     amp = np.abs(coeffs.astype(np.float64)).mean(axis=(0, 3))
     np.testing.assert_array_equal(masks.select(coeffs, k, "amplitude"), _top(amp, k))
 
@@ -115,3 +116,29 @@ def test_errors(coeffs):
         masks.class_masks(coeffs, np.zeros(9, int), 2, k=3)
     with pytest.raises(ValueError, match="do not match"):
         masks.class_masks(coeffs, np.zeros(4, int), 1, k=3)
+
+
+def test_evr_ranks_the_official_unnormalised_dct_variance(coeffs):
+    """``evr`` on dct ranks the variance of torch-dct's unnormalised coefficients (ours times
+    ``torch_dct_scale``: x2 on the first row and column, x4 at DC); ``evr_orthonormal`` ranks
+    ours as they are; other transforms have no official scaling."""
+    k = 7
+    m = coeffs.astype(np.float64).mean(-1)
+    scaled = m.var(axis=0) * transforms.torch_dct_scale(SPATIAL) ** 2
+    evr = masks.select(coeffs, k)
+    orth = masks.select(coeffs, k, "evr_orthonormal")
+    np.testing.assert_array_equal(evr, _top(scaled, k))
+    np.testing.assert_array_equal(orth, _top(m.var(axis=0), k))
+    # Std 0.9 on the first row and column, 1 elsewhere: scaled, their variance is 1.62 (x2)
+    # or 3.24 (DC, x4) against 1, so evr keeps only them; evr_orthonormal keeps the rest.
+    std = np.ones(SPATIAL)
+    std[0, :] = std[:, 0] = 0.9
+    edge = np.asarray(std < 1)
+    x = (np.random.default_rng(1).normal(size=(400,) + SPATIAL + (1,)) * std[..., None])
+    assert np.all(edge[np.asarray(masks.select(x.astype(np.float32), k))])
+    assert not np.any(edge[np.asarray(masks.select(x.astype(np.float32), k, "evr_orthonormal"))])
+    np.testing.assert_allclose(
+        masks.explained_variance_ratio(coeffs, transforms.torch_dct_scale(SPATIAL)),
+        scaled / scaled.sum(), rtol=1e-5)
+    for t in ("dwt", "dft", "identity"):
+        np.testing.assert_array_equal(masks.select(coeffs, k, transform=t), orth)

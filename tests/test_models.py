@@ -37,6 +37,7 @@ DERIVED_CIFAR = {
     "VGG11BN": 9231114,
     "AlexNetBN": 1874122,  # + 2 x (128 + 192 + 256 + 192 + 192)
 }
+VOXELS = (16, 16, 16, 1)  # 3D-MNIST
 PINNED_MNIST = {
     "ConvNet": 317706,  # first conv pads by 3: 28 -> 32
     "MLP": 118282,  # 784 -> 128 -> 128 -> 10
@@ -52,7 +53,7 @@ def _normal(seed, shape):
 
 
 def _shape_of(name):
-    return (8, 16, 16, 1) if name == "ConvNet3D" else CIFAR
+    return VOXELS if name == "ConvNet3D" else CIFAR
 
 
 def _abstract_variables(model, shape):
@@ -277,8 +278,11 @@ def test_batchnorm_train_and_eval():
     assert not np.allclose(eval_logits, logits, atol=1e-4)  # running averages != batch stats
 
 
-def test_convnet3d_runs():
-    shape = (8, 16, 16, 1)
+def test_convnet3d_is_the_official_conv3dnet():
+    """Official 3D-MNIST Conv3DNet: width 64, first conv pads by 3 (16^3 -> 20^3), 512
+    features, 228618 parameters (3D-MNIST/networks.py + utils.get_network)."""
+    shape = VOXELS
+    assert _num_params("ConvNet3D", shape) == 228618
     model = models.get("ConvNet3D", 10, shape)
     variables = models.init(model, jax.random.key(0), shape)
     x = _normal(1, (2, *shape))
@@ -286,6 +290,6 @@ def test_convnet3d_runs():
         lambda v, x: (model.apply(v, x), model.apply(v, x, features=True))
     )(variables, x)
     assert logits.shape == (2, 10)
-    assert feats.shape == (2, 128 * 1 * 2 * 2)
+    assert feats.shape == (2, 64 * 2 * 2 * 2)
     assert np.isfinite(np.asarray(logits)).all()
-    assert variables["params"]["conv0"]["kernel"].shape == (3, 3, 3, 1, 128)
+    assert variables["params"]["conv0"]["kernel"].shape == (3, 3, 3, 1, 64)

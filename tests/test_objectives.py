@@ -32,7 +32,7 @@ def _images(key, *lead):
 def test_torch_dct_scale_matches_unnormalised_dct():
     x = np.random.default_rng(0).normal(size=(6, 5))
     ratio = scipy.fft.dctn(x, type=2, norm=None) / scipy.fft.dctn(x, type=2, norm="ortho")
-    np.testing.assert_allclose(ratio, train.torch_dct_scale((6, 5)), rtol=1e-10)
+    np.testing.assert_allclose(ratio, transforms.torch_dct_scale((6, 5)), rtol=1e-10)
 
 
 def test_lr_convention_reproduces_sgd_on_unnormalised_coefficients():
@@ -47,7 +47,7 @@ def test_lr_convention_reproduces_sgd_on_unnormalised_coefficients():
     for c in range(num_classes):
         mask[c, 0, indices[c]] = 1.0
     mask = jnp.asarray(mask.reshape(num_classes, 1, H, H, 1))
-    s = jnp.asarray(train.torch_dct_scale((H, H)), jnp.float32)[..., None]
+    s = jnp.asarray(transforms.torch_dct_scale((H, H)), jnp.float32)[..., None]
     dct = transforms.get("dct")
 
     def loss_images(x):

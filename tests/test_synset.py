@@ -184,3 +184,16 @@ def test_export_size_grows_with_k_not_image_size(tmp_path):
     small_img, big_img = size(_synset((8, 8), 8, 16)), size(_synset((64, 64), 8, 16))
     assert abs(big_img - small_img) < 64  # header text only
     assert big_img < 0.05 * C * 8 * 64 * 64 * 3 * 4  # far below the dense images
+
+
+def test_from_real_keeps_the_given_images_and_their_class_masks():
+    real = np.random.default_rng(3).normal(size=(2, 4, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(synset.from_real(real, k=64).images(), real, atol=1e-5)
+    part = synset.from_real(real, k=10)
+    assert part.coeffs.shape == (2, 4, 10, 3)
+    for c in range(2):
+        freq = transforms.get("dct").forward(jnp.asarray(real[c]))
+        want = np.flatnonzero(np.asarray(masks.select(freq, 10)))
+        np.testing.assert_array_equal(np.asarray(part.indices[c]), want)
+        np.testing.assert_allclose(np.asarray(part.coeffs[c]),
+                                   np.asarray(freq).reshape(4, 64, 3)[:, want], atol=1e-6)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from fred_jax import augment, data, sharding
-from fred_jax.objectives.base import Objective, Problem
+from fred_jax.objectives.base import Apply, Objective, Problem
 
 LOOPS: dict[int, tuple[int, int]] = {
     1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10),
@@ -168,21 +168,32 @@ def train_network(
     return params
 
 
-def build(config: Any, problem: Problem) -> Objective:
-    """DC/DSA objective with the reference schedule (``config.dc.outer_loop``/``inner_loop``,
-    0 = by ipc), ``config.dc.batch_real`` real images per class, network SGD ``config.dc.lr_net``
-    with batch ``config.dc.batch_train``, DSA ``config.dsa_strategy`` ("" = plain DC)."""
-    cfg = config.dc
-    if cfg.outer_loop:
-        outer, inner = int(cfg.outer_loop), int(cfg.inner_loop)
-    else:
-        outer, inner = loops(problem.ipc)
-    strategy = config.dsa_strategy
-    model, shape, num_classes = problem.model, problem.image_shape, problem.num_classes
+def iteration(
+    problem: Problem,
+    params: Any,
+    learnable: Any,
+    opt_state: Any,
+    key: jax.Array,
+    apply: Apply,
+    *,
+    outer: int,
+    inner: int,
+    batch_real: int,
+    lr_net: float,
+    batch_train: int,
+    strategy: str = "",
+) -> tuple[Any, Any, Any, dict]:
+    """One DC iteration from the matching network's initial ``params``: ``outer`` times, a
+    gradient-matching step on the coefficients (``batch_real`` real images per class, one
+    ``apply``), then, except after the last, ``inner`` epochs of SGD on the decoded set.
+    Returns ``(learnable, opt_state, params, metrics)`` with the network as the last outer step
+    saw it; ``metrics["loss"]`` is the mean outer loss, ``"loss_per_class"`` the reference's
+    ``loss_avg``."""
+    model, num_classes = problem.model, problem.num_classes
 
-    def match_step(learnable, opt_state, params, key, apply):
+    def match_step(learnable, opt_state, params, key):
         k_real, k_aug = jax.random.split(key)
-        idx = data.sample_per_class(k_real, problem.class_index, int(cfg.batch_real))
+        idx = data.sample_per_class(k_real, problem.class_index, batch_real)
         real = problem.x_train[idx]
 
         def loss_fn(learnable):
@@ -193,31 +204,49 @@ def build(config: Any, problem: Problem) -> Objective:
         learnable, opt_state = apply(learnable, opt_state, grads)
         return learnable, opt_state, value
 
+    def outer_step(carry, k):
+        learnable, opt_state, params = carry
+        k_match, k_train = jax.random.split(k)
+        learnable, opt_state, value = match_step(learnable, opt_state, params, k_match)
+        images = jax.lax.stop_gradient(problem.decode(learnable["coeffs"]))
+        n = images.shape[1]
+        x = images.reshape((num_classes * n,) + images.shape[2:])
+        y = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), n)
+        params = train_network(model, params, x, y, k_train, epochs=inner, lr=lr_net,
+                               batch_size=batch_train, strategy=strategy)
+        return (learnable, opt_state, params), value
+
+    keys = jax.random.split(key, outer)
+    (learnable, opt_state, params), values = jax.lax.scan(
+        outer_step, (learnable, opt_state, params), keys[:-1])
+    learnable, opt_state, last = match_step(learnable, opt_state, params, keys[-1])
+    total = values.sum() + last
+    return learnable, opt_state, params, {
+        "loss": total / outer,
+        "loss_per_class": total / (outer * num_classes),
+    }
+
+
+def build(config: Any, problem: Problem) -> Objective:
+    """DC/DSA objective with the reference schedule (``config.dc.outer_loop``/``inner_loop``,
+    0 = by ipc), ``config.dc.batch_real`` real images per class, network SGD ``config.dc.lr_net``
+    with batch ``config.dc.batch_train``, DSA ``config.dsa_strategy`` ("" = plain DC): every
+    iteration a freshly initialised ``problem.model`` and :func:`iteration`."""
+    cfg = config.dc
+    if cfg.outer_loop:
+        outer, inner = int(cfg.outer_loop), int(cfg.inner_loop)
+    else:
+        outer, inner = loops(problem.ipc)
+    settings = dict(outer=outer, inner=inner, batch_real=int(cfg.batch_real),
+                    lr_net=float(cfg.lr_net), batch_train=int(cfg.batch_train),
+                    strategy=config.dsa_strategy)
+    model, shape = problem.model, problem.image_shape
+
     def update(learnable, opt_state, key, apply):
         k_net, k_loop = jax.random.split(key)
         params = model.init(k_net, jnp.zeros((1, *shape), jnp.float32))["params"]
-        keys = jax.random.split(k_loop, outer)
-
-        def outer_step(carry, k):
-            learnable, opt_state, params = carry
-            k_match, k_train = jax.random.split(k)
-            learnable, opt_state, value = match_step(learnable, opt_state, params, k_match, apply)
-            images = jax.lax.stop_gradient(problem.decode(learnable["coeffs"]))
-            n = images.shape[1]
-            x = images.reshape((num_classes * n,) + images.shape[2:])
-            y = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), n)
-            params = train_network(model, params, x, y, k_train, epochs=inner,
-                                   lr=float(cfg.lr_net), batch_size=int(cfg.batch_train),
-                                   strategy=strategy)
-            return (learnable, opt_state, params), value
-
-        (learnable, opt_state, params), values = jax.lax.scan(
-            outer_step, (learnable, opt_state, params), keys[:-1])
-        learnable, opt_state, last = match_step(learnable, opt_state, params, keys[-1], apply)
-        total = values.sum() + last
-        return learnable, opt_state, {
-            "loss": total / outer,
-            "loss_per_class": total / (outer * num_classes),
-        }
+        learnable, opt_state, _, metrics = iteration(problem, params, learnable, opt_state,
+                                                     k_loop, apply, **settings)
+        return learnable, opt_state, metrics
 
     return Objective(name="dc", update=update)
