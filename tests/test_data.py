@@ -1,5 +1,6 @@
 """Tests of fred_jax.data on the real MNIST/CIFAR-10 originals in FRED_DATA_DIR and small arrays."""
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -77,7 +78,9 @@ def test_unknown_name_lists_known_ones():
 
 def test_tfds_only_dataset_never_downloads_by_default(tmp_path):
     with pytest.raises(FileNotFoundError, match="download=True"):
-        data.load("cifar100", tfds_dir=tmp_path)
+        data.load("imagenette_fastai", tfds_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="imagenet2012 needs the ImageNet tars"):
+        data.load("imagenette", tfds_dir=tmp_path)
 
 
 @needs_data
@@ -91,10 +94,13 @@ def test_missing_files_say_where_and_what(tmp_path):
     assert "t10k-images-idx3-ubyte.gz" in message and "train-labels-idx1-ubyte.gz" in message
 
 
-def test_no_data_dir_names_the_variable(tmp_path, monkeypatch):
-    monkeypatch.delenv("FRED_DATA_DIR", raising=False)
-    with pytest.raises(FileNotFoundError, match="FRED_DATA_DIR"):
-        data.load("mnist", tfds_dir=tmp_path)
+def test_a_data_dir_without_the_dataset_stays_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("FRED_DATA_DIR", str(tmp_path / "src"))
+    with pytest.raises(FileNotFoundError) as err:
+        data.load("cifar10", tfds_dir=tmp_path / "tfds", mirror="http://127.0.0.1:9")
+    message = str(err.value)
+    assert str(tmp_path / "src" / "cifar10" / "cifar-10-python.tar.gz") in message
+    assert "['cifar10_labels.npz', 'x_test.npy.xz', 'x_train.npy.xz']" in message
 
 
 @needs_data
@@ -173,7 +179,7 @@ def test_zca_whitens_a_small_random_set():
     np.testing.assert_allclose(np.cov(white, rowvar=False), expected, atol=1e-3)
 
 
-def test_tiny_imagenet_zip_layout_builds(tmp_path):
+def test_tiny_imagenet_zip_layout_builds(tmp_path, monkeypatch):
     """A two-class stand-in for the official tiny-imagenet-200.zip goes through the tfds builder."""
     import io
     import zipfile
@@ -196,6 +202,9 @@ def test_tiny_imagenet_zip_layout_builds(tmp_path):
         zf.writestr(f"{root}/val/images/val_1.JPEG", jpeg(40))
         zf.writestr(f"{root}/val/val_annotations.txt",
                     "val_0.JPEG\tn09999999\t0\t0\t63\t63\nval_1.JPEG\tn01000000\t0\t0\t63\t63\n")
+    payload = (tmp_path / "src" / "tiny_imagenet" / "tiny-imagenet-200.zip").read_bytes()
+    monkeypatch.setitem(data._FILES, "tiny_imagenet", {"tiny-imagenet-200.zip": data._File(
+        None, len(payload), None, md5=hashlib.md5(payload).hexdigest())})  # only an md5 is known
     ds = data.load("tiny_imagenet", data_dir=tmp_path / "src", tfds_dir=tmp_path / "tfds")
     assert ds.x_train.shape == (6, 64, 64, 3) and ds.num_classes == 200
     assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1] and ds.y_test.tolist() == [1, 0]
@@ -203,9 +212,119 @@ def test_tiny_imagenet_zip_layout_builds(tmp_path):
     np.testing.assert_allclose(pixels.mean(axis=(1, 2, 3)), [200, 40], atol=2)
 
 
-def test_resize_center_crop_like_torchvision():
+def _torch_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Per-pixel re-derivation of torch's upsample_bilinear2d (align_corners=False, no
+    antialias): source = (dst + 0.5) * in / out - 0.5 clamped at 0, neighbour clamped at the
+    last pixel."""
+    in_h, in_w = image.shape[:2]
+
+    def source(i, n_in, n_out):
+        s = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        lo = int(s)
+        return lo, lo + (lo < n_in - 1), s - lo
+
+    out = np.zeros((out_h, out_w, image.shape[2]))
+    for i in range(out_h):
+        y0, y1, ly = source(i, in_h, out_h)
+        for j in range(out_w):
+            x0, x1, lx = source(j, in_w, out_w)
+            out[i, j] = ((1 - ly) * ((1 - lx) * image[y0, x0] + lx * image[y0, x1])
+                         + ly * ((1 - lx) * image[y1, x0] + lx * image[y1, x1]))
+    return out
+
+
+@pytest.mark.parametrize("shape, size", [((10, 13, 3), (4, 6)), ((3, 4, 3), (7, 9)),
+                                         ((37, 50, 3), (16, 16)), ((16, 16, 3), (16, 16))])
+def test_resize_bilinear_is_torchs_squash(shape, size):
+    image = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    out = data.resize_bilinear(image, size)
+    assert out.shape == (*size, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, _torch_bilinear(image.astype(np.float64), *size), atol=1e-3)
+
+
+def test_resize_bilinear_values_of_torch_and_squash():
+    # torch.nn.functional.interpolate(x, (3, 2), mode="bilinear", align_corners=False) of
+    # [[0, 1, 4], [9, 16, 25]], computed with torch 2 (no antialias: torchvision 0.12 Resize).
+    x = (np.arange(6, dtype=np.float32).reshape(2, 3, 1)) ** 2
+    np.testing.assert_allclose(data.resize_bilinear(x, (3, 2))[..., 0],
+                               [[0.25, 3.25], [5.5, 13.0], [10.75, 22.75]], atol=1e-5)
     image = np.zeros((100, 150, 3), np.uint8)
-    image[:, 75:] = 255
-    out = data._resize_center_crop(image, 64)
-    assert out.shape == (64, 64, 3)
-    assert out[:, :28].max() == 0 and out[:, 36:].min() == 255  # resized to 64x96, crop 16..80
+    image[:, 50:] = 255
+    out = data.resize_bilinear(image, (128, 128))  # squashed: the edge stays at 1/3 of the width
+    assert out[:, :42].max() == 0 and out[:, 43:].min() == 255  # (a centre crop puts it at 32)
+    np.testing.assert_allclose(out[:, 42], (42.5 * 150 / 128 - 0.5 - 49) * 255, rtol=1e-5)
+
+
+# The official lists (FreD TM/utils.py, class Config), copied as data.
+_OFFICIAL_SUBSETS = {
+    "imagenette": [0, 217, 482, 491, 497, 566, 569, 571, 574, 701],
+    "imagewoof": [193, 182, 258, 162, 155, 167, 159, 273, 207, 229],
+    "imagemeow": [281, 282, 283, 284, 285, 291, 292, 290, 289, 287],
+    "imagesquawk": [84, 130, 88, 144, 145, 22, 96, 9, 100, 89],
+    "imagefruit": [953, 954, 949, 950, 951, 957, 952, 945, 943, 948],
+    "imageyellow": [309, 986, 954, 951, 987, 779, 599, 291, 72, 11],
+}
+
+
+def test_imagenet_subsets_are_the_official_class_ids():
+    assert {k: list(v) for k, v in data.IMAGENET_SUBSETS.items()} == _OFFICIAL_SUBSETS
+    for name in _OFFICIAL_SUBSETS:
+        spec = data._SPECS[name]
+        assert (spec.tfds_name, spec.splits, spec.image_shape) == (
+            "imagenet2012", ("train", "validation"), (128, 128, 3))
+    assert data._SPECS["imagenette_fastai"].tfds_name == "imagenette/full-size-v2"
+
+
+def test_imagenet_subsets_match_the_official_source():
+    """Against the official TM/utils.py itself when it is at hand ($FRED_REF)."""
+    import ast
+
+    ref = Path(os.environ.get("FRED_REF", Path(__file__).parents[2] / "shared/reference/FreD"))
+    if not (ref / "TM" / "utils.py").is_file():
+        pytest.skip(f"official code not found at {ref}")
+    tree = ast.parse((ref / "TM" / "utils.py").read_text())
+    config = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Config")
+    lists = {t.id: ast.literal_eval(a.value) for a in config.body if isinstance(a, ast.Assign)
+             for t in a.targets if isinstance(a.value, ast.List)}
+    assert {k: list(v) for k, v in data.IMAGENET_SUBSETS.items()} == lists
+
+
+def test_imagenet_subset_keeps_official_ids_in_list_order_and_squashes(monkeypatch):
+    """`_read_tfds` on a stand-in for tfds imagenet2012: filter by class id, label = position in
+    the official list, every image squashed to 128x128."""
+    import types
+
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(0)
+    shapes = [(90, 120), (140, 100), (128, 128), (60, 61), (200, 150)]
+    records = {split: [{"image": rng.integers(0, 256, (*hw, 3), np.uint8), "label": label}
+                       for hw, label in zip(shapes, labels)]
+               for split, labels in (("train", [217, 5, 0, 701, 999]),
+                                     ("validation", [701, 1, 482, 2, 3]))}
+
+    class Source:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitems__(self, idx):
+            return [self.rows[i] for i in idx]
+
+    builder = types.SimpleNamespace(
+        is_prepared=lambda: True,
+        as_data_source=lambda split, decoders=None: Source(records[split]),
+        info=types.SimpleNamespace(features={
+            "image": None, "label": types.SimpleNamespace(names=[f"c{i}" for i in range(1000)])}))
+    monkeypatch.setattr(tfds, "builder", lambda name, **kwargs: (
+        builder if name == "imagenet2012" else pytest.fail(name)))
+    names, splits = data._read_tfds("imagenette", None, download=False)
+    assert names == tuple(f"c{i}" for i in _OFFICIAL_SUBSETS["imagenette"])
+    x, y = splits["train"]
+    assert y.tolist() == [1, 0, 9] and x.shape == (3, 128, 128, 3) and x.dtype == np.float32
+    for out, i in zip(x, (0, 2, 3)):
+        np.testing.assert_allclose(out, data.resize_bilinear(records["train"][i]["image"],
+                                                             (128, 128)), atol=1e-4)
+    assert splits["test"][1].tolist() == [9, 2]
