@@ -10,19 +10,40 @@ Sharded state: arrays are saved as they are (``jax.Array``; on a multi-host mesh
 writes its share, so the directory must be shared) and restored with the template's shardings,
 so a run on a mesh resumes onto the same mesh, and a 1-device checkpoint restores onto a mesh
 (and back) since only the target layout differs. Every process calls save and restore.
+
+Failures: saving is synchronous (the loop waits for every checkpoint anyway): with orbax's
+asynchronous saving, a failed write (unwritable folder, full disk) left background threads
+waiting 300 s for the signals of the failed step before the process could exit. A failed write
+raises :class:`CheckpointWriteError` naming the folder. :meth:`Checkpointer.restore_latest`
+restores the newest checkpoint that reads back; a damaged newer one (truncated file, empty or
+partial step folder) is moved to ``<directory>.skipped/`` with a warning saying why.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
 from typing import Any
 
 import flax.serialization
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+from fred_jax import configuration
 
 PyTree = Any
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (permissions, full disk); the message names the path."""
+
+
+class CheckpointReadError(RuntimeError):
+    """No checkpoint of the folder reads back; the message lists each one and why."""
 
 
 class Checkpointer:
@@ -32,7 +53,8 @@ class Checkpointer:
         self.directory = os.path.abspath(os.fspath(directory))
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=False),
         )
 
     def latest_step(self) -> int | None:
@@ -43,14 +65,30 @@ class Checkpointer:
         """Write ``state`` and the JSON-serialisable ``record`` as checkpoint ``step`` and wait
         until it is on disk (a later kill cannot leave it half written)."""
         tree = flax.serialization.to_state_dict(state)
-        self._manager.save(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(tree), record=ocp.args.JsonSave(record)
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(
+                int(step),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(tree), record=ocp.args.JsonSave(record)
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
+        except Exception as e:
+            reason = configuration.one_line(e, 300)
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {step} into {self.directory} ({reason}); free space "
+                f"or fix the permissions there, then rerun the same command to resume"
+            ) from e
+
+    def all_steps(self) -> list[int]:
+        """Steps of the checkpoints on disk, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def read_record(self, step: int) -> dict:
+        """The JSON record of checkpoint ``step`` alone (no arrays are read)."""
+        with open(os.path.join(self.directory, str(int(step)), "record", "metadata")) as f:
+            return dict(json.load(f))
 
     def restore(self, template: PyTree, step: int | None = None) -> tuple[PyTree, dict]:
         """``(state, record)`` of checkpoint ``step`` (default: latest), with ``template``'s
@@ -68,6 +106,34 @@ class Checkpointer:
         )
         state = flax.serialization.from_state_dict(template, restored["state"])
         return state, dict(restored["record"])
+
+    def restore_latest(self, template: PyTree) -> tuple[PyTree, dict] | None:
+        """:meth:`restore` of the newest checkpoint that reads back, or None when there is
+        none. A damaged newer one is moved to ``<directory>.skipped/<step>-<time>`` (so that
+        the resumed run can write that step again) with a warning saying why; raises
+        :class:`CheckpointReadError` when checkpoints exist and none reads back."""
+        failures = []
+        for step in reversed(self.all_steps()):
+            try:
+                return self.restore(template, step)
+            except Exception as e:  # any damage: truncated files, missing items, bad JSON
+                failures.append(f"step {step}: {configuration.one_line(e, 200)}")
+                if jax.process_count() == 1:
+                    self._set_aside(step, failures[-1])
+        if failures:
+            raise CheckpointReadError(
+                f"no checkpoint in {self.directory} reads back ({'; '.join(failures)}); move "
+                f"the folder away to start afresh, or use another --workdir")
+        return None
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        """Move the damaged checkpoint ``step`` out of the managed folder."""
+        target = os.path.join(f"{self.directory}.skipped", f"{step}-{int(time.time())}")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        self._manager.reload()
+        logging.warning("skipped damaged checkpoint %s (%s); moved it to %s",
+                        os.path.join(self.directory, str(step)), reason, target)
 
     def close(self) -> None:
         self._manager.close()

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+import sys
+from typing import Any, Callable, TypeVar
 
 import ml_collections
+
+T = TypeVar("T")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -21,6 +24,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.dataset = "cifar10"  # fred_jax.data name: mnist, fashion_mnist, cifar10, cifar100, svhn, ...
     c.data_dir = ""  # local originals; "" = $FRED_DATA_DIR (see fred_jax.data)
     c.zca = False  # ZCA-whiten the images (the reference does for some TM settings)
+    c.norm_stats = "dataset"  # whose mean/std normalise the images: "dataset" (its own) or
+    # "cifar10" (the official TM code normalises CIFAR-100 with CIFAR-10's; fred_jax.data)
     c.seed = 0  # root seed: init (fold 0), distillation steps (fold 1), evaluation (fold 2)
 
     # --- the synthetic set (budget and parameterisation)
@@ -29,6 +34,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.k = 64  # FreD: kept coefficients per channel and instance (n = ipc * d // k per class)
     c.transform = "dct"  # FreD transform: dct, dft, dwt (identity = pixels, use parameterization)
     c.mask_kind = "evr"  # frequency selection: evr (paper), low_pass, high_pass, band_stop, ...
+    c.baselines = ""  # after the run, also distil these parameterizations ("pixel") at the same
+    # budget in <workdir>/baselines/parameterization=<name> and print them beside this run
 
     # --- distillation
     c.objective = "dm"  # dm (distribution matching) or dc (gradient matching)
@@ -62,6 +69,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval.lr = 0.01  # SGD rate (momentum 0.9, wd 5e-4, x0.1 at half the epochs)
     c.eval.batch_size = 256  # training batch size
     c.eval.dsa = True  # DSA on every training batch
+    c.eval.dc_augment = ""  # instead of DSA (eval.dsa=False): DC augmentation ops, one per image
+    # (fred_jax.dc_augment; the official DC evaluates MNIST with "crop_scale_rotate"); "" = none
     c.eval.conv_impl = "auto"  # evaluation convolutions: auto = tapgrad on CPU, lax elsewhere
 
     # --- bookkeeping
@@ -79,6 +88,39 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message says which field and why."""
 
 
+MAX_LR = 1e12
+"""Largest accepted learning rate: the official rates go up to 1e8 (TM, unnormalised DCT);
+1e30 only makes the synthetic set explode."""
+
+
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """``error``'s message on one line (whitespace collapsed, cut at ``limit`` characters);
+    prefixed by its type unless it is one of the errors whose message says it all
+    (ValueError, OSError, RuntimeError and their subclasses, e.g. :class:`ConfigError`)."""
+    text = " ".join(str(error).split()) or "(no message)"
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 3] + "..."
+    if isinstance(error, (ValueError, OSError, RuntimeError)):
+        return text
+    return f"{type(error).__name__}: {text}"
+
+
+def run_command(body: Callable[[], T], verbose: bool) -> T:
+    """``body()`` of a command-line tool: an exception ends the process with ``error: <one
+    line>`` on stderr and exit status 1 (or the exception's ``exit_status``), without a
+    traceback unless ``verbose``."""
+    try:
+        return body()
+    except Exception as e:
+        if verbose:
+            raise
+        expected = isinstance(e, (ValueError, OSError, RuntimeError))
+        print(f"error: {one_line(e)}" + ("" if expected else
+                                         " (rerun with --verbose for the traceback)"),
+              file=sys.stderr)
+        sys.exit(int(getattr(e, "exit_status", 1)))
+
+
 DATASETS: dict[str, tuple[tuple[int, ...], int]] = {
     "mnist": ((28, 28, 1), 10),
     "fashion_mnist": ((28, 28, 1), 10),
@@ -87,12 +129,28 @@ DATASETS: dict[str, tuple[tuple[int, ...], int]] = {
     "svhn": ((32, 32, 3), 10),
     "tiny_imagenet": ((64, 64, 3), 200),
     **{name: ((128, 128, 3), 10) for name in (
-        "imagenette", "imagewoof", "imagefruit", "imageyellow", "imagemeow", "imagesquawk")},
+        "imagenette", "imagewoof", "imagefruit", "imageyellow", "imagemeow", "imagesquawk",
+        "imagenette_fastai")},
 }
 """Dataset name -> (image shape, classes), known without loading anything."""
 
 PARAMETERIZATIONS = ("fred", "pixel")
+NORM_STATS = ("dataset", "cifar10")  # fred_jax.data.NORM_STATS (configs load without JAX)
 LR_CONVENTIONS = ("torch_dct", "orthonormal")
+
+
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+
+
+def run_app(main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run(main)``, except that ``--help`` prints the usage and exits with status 0
+    (absl's exits with 1)."""
+    from absl import app
+
+    asked = [arg for arg in sys.argv[1:] if arg in HELP_FLAGS]
+    if asked:
+        app.usage(shorthelp=asked[0] != "--helpfull", writeto_stdout=True, exitcode=0)
+    app.run(main)
 
 
 def _fail(field: str, message: str) -> None:
@@ -163,6 +221,9 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
             ("eval.models", m.strip()) for m in config.eval.models.split(",") if m.strip()]:
         if name not in models.ARCHS:
             _fail(field, f"unknown model {name!r}; expected one of {models.ARCHS}")
+    if int(config.eval.num_eval) > 0 and not config.eval.models.strip(" ,"):
+        _fail("eval.models", "no model to evaluate; name at least one (e.g. ConvNetD3), or set "
+                             "eval.num_eval=0 to skip the evaluation")
     if config.objective == "dc" and config.model in models.BATCHNORM_ARCHS:
         _fail("model", f"{config.model} has BatchNorm, which DC matching does not support here")
     require_conv_impl(config, "conv_impl", auto=True)
@@ -174,6 +235,12 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
         _fail("mask_kind", f"unknown mask kind {config.mask_kind!r}; expected one of {masks.KINDS}")
     if config.lr_convention not in LR_CONVENTIONS:
         _fail("lr_convention", f"{config.lr_convention!r} is not one of {LR_CONVENTIONS}")
+    if config.norm_stats not in NORM_STATS:
+        _fail("norm_stats", f"{config.norm_stats!r} is not one of {NORM_STATS}")
+    for name in (b.strip() for b in config.baselines.split(",") if b.strip()):
+        if name not in PARAMETERIZATIONS or name == config.parameterization:
+            _fail("baselines", f"{name!r}: expected other parameterizations than "
+                               f"{config.parameterization!r} among {PARAMETERIZATIONS}")
     if (config.parameterization == "fred" and config.lr_convention == "torch_dct"
             and config.transform != "dct"):
         _fail("lr_convention", f"'torch_dct' rescales DCT coefficients; transform is "
@@ -182,6 +249,16 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
         augment.parse_strategy(config.dsa_strategy)
     except ValueError as e:
         _fail("dsa_strategy", str(e))
+    if config.eval.dc_augment:
+        from fred_jax import dc_augment
+
+        try:
+            dc_ops = dc_augment.parse_strategy(config.eval.dc_augment)
+        except ValueError as e:
+            _fail("eval.dc_augment", str(e))
+        if dc_ops and config.eval.dsa:
+            _fail("eval.dc_augment", "the DC augmentation replaces DSA in evaluation: set "
+                                     "eval.dsa=False with it")
     require_positive(config, ("num_iterations", "log_every", "checkpoint_every",
                               "keep_checkpoints", "dm.batch_real", "dc.batch_real",
                               "dc.batch_train", "eval.batch_size", "eval.epochs"))
@@ -191,8 +268,8 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
         _fail("eval", "every and num_eval must be >= 0")
     for field in ("lr", "lr_pixel", "eval.lr"):
         value = config.eval.lr if field == "eval.lr" else config[field]
-        if not float(value) > 0:
-            _fail(field, f"must be > 0, got {value}")
+        if not 0 < float(value) <= MAX_LR:
+            _fail(field, f"must be > 0 and <= {MAX_LR:g}, got {value}")
     if not 0 <= float(config.momentum) < 1:
         _fail("momentum", f"must be in [0, 1), got {config.momentum}")
     if int(config.num_devices) < 0:
@@ -210,7 +287,9 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
     spatial = image_shape[:-1]
     d = math.prod(spatial)
     k = d if config.parameterization == "pixel" else int(config.k)
-    if config.parameterization == "fred" and not 1 <= k <= d:
+    if config.parameterization == "fred" and k < 1:
+        _fail("k", f"must be >= 1 kept coefficient per channel, got {k}")
+    if config.parameterization == "fred" and k > d:
         _fail("k", f"k={k} kept coefficients per channel, but a {config.dataset} image has only "
                    f"d={d} values per channel ({'x'.join(map(str, spatial))})")
     try:
@@ -231,21 +310,30 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
             "instances_per_class": n}
 
 
-LOCAL_DATASETS = ("mnist", "fashion_mnist", "cifar10", "tiny_imagenet")
-"""Datasets that ``fred_jax.data`` builds from original files under ``data_dir/<name>/``."""
+LOCAL_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet")
+"""Datasets that ``fred_jax.data`` builds from original files: read from ``data_dir/<name>/``
+when a data dir is set, downloaded otherwise."""
+
+
+def _prepared(name: str) -> bool:
+    """Whether ``fred_jax.data`` has already built ``name`` into the tfds data dir (then it
+    reads no original file)."""
+    from fred_jax import data
+
+    return data.is_prepared(name)
 
 
 def _check_data(config: Any) -> None:
     """Offline datasets need their folder of original files where ``fred_jax.data`` reads it
-    (``config.data_dir``, else ``$FRED_DATA_DIR``); the loader itself checks the files."""
+    (``config.data_dir``, else ``$FRED_DATA_DIR``) unless tfds already holds the built
+    dataset; the loader itself checks the files."""
     if config.dataset not in LOCAL_DATASETS:
         return
     root = config.data_dir or os.environ.get("FRED_DATA_DIR", "")
     if not root:
-        _fail("data_dir", f"no data directory for {config.dataset!r}: set config.data_dir or "
-                          f"FRED_DATA_DIR to the folder that holds {config.dataset}/")
+        return  # no data dir: fred_jax.data downloads the originals on first use
     folder = os.path.join(root, config.dataset)
-    if not os.path.isdir(folder) or not os.listdir(folder):
+    if (not os.path.isdir(folder) or not os.listdir(folder)) and not _prepared(config.dataset):
         source = "config.data_dir" if config.data_dir else "$FRED_DATA_DIR"
         _fail("dataset", f"data for {config.dataset!r} not found: {folder} (from {source}) is "
                          f"missing or empty; put the original files there (see "

@@ -14,7 +14,9 @@ MTT, DM and FreD reuse:
   batch when the set size is not a multiple of the batch size (``drop_last=False``), mean
   cross-entropy per batch;
 - DSA (``DiffAugment`` with ``seed=-1``: per-image parameters, one op of the strategy per batch)
-  on every training batch; no augmentation at test time;
+  on every training batch; or, instead (``dc_strategy``, the official method DC without DSA:
+  ``crop_scale_rotate`` on MNIST, ``DC/utils.py`` ``get_daparam``), the DC augmentation of
+  :mod:`fred_jax.dc_augment` (one op per image); no augmentation at test time;
 - test accuracy of the final network (BatchNorm in inference mode); mean and population std
   (``np.std``) over the seeds. Accuracies are reported in percent, like the papers' tables.
 
@@ -76,7 +78,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from fred_jax import augment, models, sharding
+from fred_jax import augment, dc_augment, models, sharding
 
 EVAL_MODES: dict[str, tuple[str, ...]] = {
     "M": ("ConvNet", "AlexNet", "VGG11", "ResNet18"),
@@ -207,8 +209,9 @@ def _sgd(params, momentum_buf, grads, lr, momentum: float, weight_decay: float):
 def _programs(model_name: str, num_classes: int, image_shape: tuple[int, ...], conv_impl: str,
               num_train: int, batch_size: int, dsa_strategy: str | None,
               dsa_params: augment.DSAParams, momentum: float, weight_decay: float,
-              mesh: Any) -> _Programs:
-    """Jitted init / epoch / test functions for one configuration (cached: compile once)."""
+              mesh: Any, dc_strategy: str | None = None) -> _Programs:
+    """Jitted init / epoch / test functions for one configuration (cached: compile once).
+    ``dsa_strategy`` / ``dc_strategy``: the training batches' augmentation (at most one)."""
     model = models.get(model_name, num_classes, image_shape, conv_impl=conv_impl)
     uses_bs = "batch_stats" in jax.eval_shape(
         lambda k: models.init(model, k, image_shape), jax.random.key(0))
@@ -223,6 +226,8 @@ def _programs(model_name: str, num_classes: int, image_shape: tuple[int, ...], c
     def step(state: TrainState, x, y, key, lr):
         if dsa_strategy is not None:
             x = augment.dsa(key, x, dsa_strategy, dsa_params, siamese=False)
+        elif dc_strategy is not None:
+            x = dc_augment.augment(key, x, dc_strategy)
 
         def loss_fn(params):
             if uses_bs:
@@ -306,7 +311,7 @@ def train_seeds(keys: jax.Array, model_name: str, x_train, y_train, x_test, y_te
                 num_classes: int, epochs: int, lr: float, batch_size: int = 256,
                 momentum: float = 0.9, weight_decay: float = 5e-4, dsa: bool = True,
                 dsa_strategy: str = augment.STRATEGY,
-                dsa_params: augment.DSAParams = augment.DSAParams(),
+                dsa_params: augment.DSAParams = augment.DSAParams(), dc_strategy: str = "",
                 conv_impl: str | None = None, test_batch_size: int = 256, mesh: Any = None,
                 progress: bool = True, return_state: bool = False) -> dict:
     """Train one network per key in ``keys [S]`` at the same time, then test each.
@@ -335,9 +340,15 @@ def train_seeds(keys: jax.Array, model_name: str, x_train, y_train, x_test, y_te
                       "gradients are ~150x slower; 'tapgrad' gives the same numbers fast",
                       stacklevel=2)
     strategy = augment.parse_strategy(dsa_strategy) if dsa else ()
+    dc_ops = dc_augment.parse_strategy(dc_strategy)
+    if strategy and dc_ops:
+        raise ValueError(f"DSA ({'_'.join(strategy)!r}) and DC augmentation ({dc_strategy!r}) "
+                         f"exclude each other (the reference mutes DC augmentation under DSA); "
+                         f"turn one off")
     progs = _programs(model_name, num_classes, tuple(x_train.shape[1:]), conv_impl,
                       len(x_train), batch_size, "_".join(strategy) or None, dsa_params,
-                      float(momentum), float(weight_decay), mesh)
+                      float(momentum), float(weight_decay), mesh,
+                      dc_strategy="_".join(dc_ops) or None)
 
     xs, ys = jnp.asarray(x_train), jnp.asarray(y_train)
     state = progs.init(keys)
@@ -380,6 +391,8 @@ def train_seeds(keys: jax.Array, model_name: str, x_train, y_train, x_test, y_te
         "epochs": epochs,
         "train_epochs_run": epochs + 1,
         "lr": lr,
+        "augmentation": ("dsa:" + "_".join(strategy) if strategy
+                         else "dc:" + "_".join(dc_ops) if dc_ops else "none"),
         "conv_impl": conv_impl,
         "num_train": len(x_train),
         "num_test": len(x_test),
@@ -397,8 +410,8 @@ def train_and_test(key: jax.Array, model_name: str, x_train, y_train, x_test, y_
                    batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
                    dsa: bool = True, dsa_strategy: str = augment.STRATEGY,
                    dsa_params: augment.DSAParams = augment.DSAParams(),
-                   conv_impl: str | None = None, test_batch_size: int = 256,
-                   mesh: Any = None, progress: bool = True) -> dict:
+                   dc_strategy: str = "", conv_impl: str | None = None,
+                   test_batch_size: int = 256, mesh: Any = None, progress: bool = True) -> dict:
     """Train ``num_seeds`` fresh ``model_name`` networks on ``(x_train, y_train)`` with the
     reference protocol (module docstring) at the same time, and test them on ``(x_test, y_test)``.
 
@@ -408,12 +421,15 @@ def train_and_test(key: jax.Array, model_name: str, x_train, y_train, x_test, y_
     ``train_acc`` (mean over seeds) and ``lr_per_epoch``, and the configuration. ``mesh``: a
     ``jax.sharding.Mesh`` over which the seeds are split (None: one device); the results agree
     with one device up to float rounding. ``conv_impl``: a ``models.CONV_IMPLS`` name, or None
-    / ``"auto"`` for :func:`default_conv_impl`.
+    / ``"auto"`` for :func:`default_conv_impl`. ``dc_strategy``: DC augmentation ops
+    (:mod:`fred_jax.dc_augment`, e.g. ``"crop_scale_rotate"``; ``""`` none) instead of DSA
+    (needs ``dsa=False``).
     """
     return train_seeds(seed_keys(key, num_seeds), model_name, x_train, y_train, x_test, y_test,
                        num_classes=num_classes, epochs=epochs, lr=lr, batch_size=batch_size,
                        momentum=momentum, weight_decay=weight_decay, dsa=dsa,
-                       dsa_strategy=dsa_strategy, dsa_params=dsa_params, conv_impl=conv_impl,
+                       dsa_strategy=dsa_strategy, dsa_params=dsa_params,
+                       dc_strategy=dc_strategy, conv_impl=conv_impl,
                        test_batch_size=test_batch_size, mesh=mesh, progress=progress)
 
 
@@ -575,6 +591,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("batch_size", 256, "training batch size")
     flags.DEFINE_boolean("dsa", True, "DSA augmentation on every training batch")
     flags.DEFINE_string("dsa_strategy", augment.STRATEGY, "DSA strategy")
+    flags.DEFINE_string("dc_augment", "", "DC augmentation ops instead of DSA (needs --nodsa), "
+                        "e.g. crop_scale_rotate as the official DC evaluates MNIST")
     flags.DEFINE_enum("conv_impl", "auto", ["auto", *models.CONV_IMPLS],
                       "convolution implementation (auto: im2col on CPU, lax elsewhere)")
     flags.DEFINE_integer("seed", 0, "PRNG seed")
@@ -582,14 +600,56 @@ def _define_flags() -> None:
                          "on the full training set (0: randomly initialised)")
     flags.DEFINE_string("out", None, "JSON file for the results")
     flags.DEFINE_boolean("progress", True, "progress bars")
+    flags.DEFINE_boolean("verbose", False, "show the traceback of an error")
+
+
+EXPORT_FIELDS = ("coeffs", "indices", "labels", "meta")
+"""Arrays of an export ``.npz`` (``fred_jax.synset.save``)."""
+
+
+def load_export(path: str) -> tuple[Any, dict]:
+    """``fred_jax.synset.load(path)`` for a command line: ValueError or FileNotFoundError with
+    one clear line for a file that is missing, not an export or holds a non-finite set."""
+    import os
+    import zipfile
+
+    from fred_jax import synset as synset_lib
+
+    what = "an export .npz written by fred_jax (synset_best.npz or synset_last.npz of a workdir)"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file; expected {what}")
+    if not zipfile.is_zipfile(path):
+        kind = "a .npy array" if path.endswith(".npy") else "not an .npz archive"
+        raise ValueError(f"{path}: {kind}, expected {what}")
+    with np.load(path, allow_pickle=False) as z:
+        missing = [name for name in EXPORT_FIELDS if name not in z.files]
+        if missing:
+            raise ValueError(f"{path}: an .npz without the export fields {missing} (has "
+                             f"{sorted(z.files)}); expected {what}")
+        finite = bool(np.isfinite(z["coeffs"]).all())
+    if not finite:
+        raise ValueError(f"{path}: the synthetic set holds non-finite coefficients (a diverged "
+                         f"run); distil again with a lower learning rate")
+    try:
+        return synset_lib.load(path)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a readable export ({e}); expected {what}") from None
 
 
 def _main(argv: Sequence[str]) -> None:
     from absl import flags
 
-    from fred_jax import data
+    from fred_jax import configuration
 
     del argv
+    configuration.run_command(_run_cli, flags.FLAGS.verbose)
+
+
+def _run_cli() -> None:
+    from absl import flags
+
+    from fred_jax import data
+
     f = flags.FLAGS
     if (f.synset is None) == (f.coreset is None):
         raise ValueError("give exactly one of --synset and --coreset")
@@ -597,18 +657,19 @@ def _main(argv: Sequence[str]) -> None:
     lr = f.lr
     config: dict[str, Any] = {k: f[k].value for k in (
         "synset", "coreset", "ipc", "dataset", "zca", "models", "mode", "distill_model",
-        "num_eval", "epochs", "batch_size", "dsa", "dsa_strategy", "conv_impl", "seed",
-        "herding_epochs")}
+        "num_eval", "epochs", "batch_size", "dsa", "dsa_strategy", "dc_augment", "conv_impl",
+        "seed", "herding_epochs")}
     if f.synset is not None:
         from fred_jax import synset as synset_lib
 
-        syn, meta = synset_lib.load(f.synset)
+        syn, meta = load_export(f.synset)
         x, y = synset_lib.flat(syn)
         name = str(meta["dataset"])
         zca = bool(meta.get("zca", False))
         if lr is None and meta.get("syn_lr") is not None:
             lr = float(meta["syn_lr"])
-        dataset = data.load(name, data_dir=f.data_dir, zca=zca)
+        dataset = data.load(name, data_dir=f.data_dir, zca=zca,
+                            norm_stats=meta.get("norm_stats", "dataset"))
         config.update(dataset=name, zca=zca)
     else:
         if f.dataset is None:
@@ -622,8 +683,8 @@ def _main(argv: Sequence[str]) -> None:
     results = evaluate_synset(jax.random.fold_in(key, 2), x, y, dataset, models=f.models,
                               mode=f.mode, distill_model=f.distill_model, epochs=f.epochs,
                               lr=lr, num_eval=f.num_eval, batch_size=f.batch_size, dsa=f.dsa,
-                              dsa_strategy=f.dsa_strategy, conv_impl=f.conv_impl,
-                              progress=f.progress)
+                              dsa_strategy=f.dsa_strategy, dc_strategy=f.dc_augment,
+                              conv_impl=f.conv_impl, progress=f.progress)
     print(format_table(results))
     if f.out:
         with open(f.out, "w") as fh:
@@ -632,7 +693,7 @@ def _main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from fred_jax import configuration
 
     _define_flags()
-    app.run(_main)
+    configuration.run_app(_main)

@@ -408,7 +408,8 @@ def train_from_config(config: Any, progress: bool = True) -> dict:
     its ``tm.experts`` section for ``config.model`` with DSA ``config.dsa_strategy`` on the
     devices of ``config.num_devices``."""
     e = config.tm.experts
-    ds = data.load(config.dataset, data_dir=config.data_dir or None, zca=bool(config.zca))
+    ds = data.load(config.dataset, data_dir=config.data_dir or None, zca=bool(config.zca),
+                   norm_stats=config.norm_stats)
     return train_experts(
         jax.random.key(int(e.seed)), ds.x_train, ds.y_train, ds.x_test, ds.y_test,
         num_classes=ds.num_classes, expert_dir=e.dir, dataset=config.dataset,
@@ -423,10 +424,14 @@ def train_from_config(config: Any, progress: bool = True) -> dict:
 
 
 def main(argv: list[str]) -> None:
+    from absl import flags
+
+    from fred_jax import configuration
+
     del argv
     sharding.maybe_initialize_distributed()
     config = _CONFIG.value
-    meta = train_from_config(config)
+    meta = configuration.run_command(lambda: train_from_config(config), flags.FLAGS.verbose)
     if not sharding.is_main_process():
         return
     accs = [meta["test_acc"][k] for k in sorted(meta["test_acc"], key=int)]
@@ -436,8 +441,11 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from absl import flags
     from ml_collections import config_flags
 
+    from fred_jax import configuration
+
     _CONFIG = config_flags.DEFINE_config_file("config", None, "config file with a tm section")
-    app.run(main)
+    flags.DEFINE_boolean("verbose", False, "show the traceback of an error")
+    configuration.run_app(main)

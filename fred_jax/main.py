@@ -8,44 +8,65 @@ Devices: ``--config.num_devices`` (default 0: all devices of all hosts). Multi-h
 same command on every host (``launch/``); ``jax.distributed`` is initialised first when the
 process is one of several (:func:`fred_jax.sharding.maybe_initialize_distributed`), and only
 process 0 logs at INFO, prints and writes outputs; the workdir must be shared.
+
+Errors (bad config, data, workdir, divergence, unwritable folders, a failed final evaluation)
+end with one line ``error: ...`` saying what and what to do, exit status 1 (``--verbose``: the
+traceback). SIGTERM/SIGINT save a checkpoint and exit with status 128 + the signal number.
+A workdir holding a run with other settings is refused (fields named); ``--allow_changes``
+continues it with new values, e.g. ``--allow_changes=num_iterations`` to distil longer.
+
+``config.baselines = "pixel"`` then distils the pixel baseline at the same budget (same
+iterations and evaluation) in ``<workdir>/baselines/parameterization=pixel`` and prints both
+accuracies (the quickstart does).
 """
 
 from __future__ import annotations
 
-import sys
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fred_jax import configuration, sharding, train
+from fred_jax import configuration, sharding, sweep, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configuration file (configs/*.py)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output and checkpoint directory")
-flags.mark_flags_as_required(["config", "workdir"])
+_ALLOW = flags.DEFINE_list("allow_changes", [], "config fields that may differ from the run "
+                           "stored in --workdir, e.g. num_iterations to continue it longer")
+_VERBOSE = flags.DEFINE_boolean("verbose", False, "show the traceback of an error")
 
 
 def main(argv: list[str]) -> None:
     sharding.maybe_initialize_distributed()  # before anything touches a device
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    for name in ("config", "workdir"):
+        if flags.FLAGS[name].value is None:
+            raise app.UsageError(f"--{name} is required")
     config = _CONFIG.value
     if not sharding.is_main_process():
         logging.set_verbosity(logging.WARNING)
     logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
-    try:
+
+    def distil() -> list[dict]:
         configuration.validate(config)
-        results = train.run(config, _WORKDIR.value)
-    except (configuration.ConfigError, train.NonFiniteLossError) as e:
-        logging.error("%s", e)
-        sys.exit(f"error: {e}")
+        variants = sweep.baseline_variants(config)
+        sweep.check(config, variants)  # the baselines' settings too, before any compute
+        results = train.run(config, _WORKDIR.value, allow_changes=_ALLOW.value)
+        baselines = sweep.run(config, os.path.join(_WORKDIR.value, "baselines"), variants)
+        return [results] + [r for _, r in baselines]
+
+    runs = configuration.run_command(distil, _VERBOSE.value)
     if not sharding.is_main_process():
         return
-    for name, r in results["accuracy"].items():
-        print(f"{name}: test accuracy {r['mean']:.2f} +- {r['std']:.2f} % over {len(r['accs'])} "
-              f"seeds ({results['instances_per_class']} instances/class, "
-              f"{results['budget_parameters']} stored floats)")
+    for results in runs:
+        for name, r in results["accuracy"].items():
+            print(f"{results['parameterization']:>5s} {name}: test accuracy {r['mean']:.2f} +- "
+                  f"{r['std']:.2f} % over {len(r['accs'])} seeds "
+                  f"({results['instances_per_class']} instances/class, "
+                  f"{results['budget_parameters']} stored floats)")
     print(f"outputs in {_WORKDIR.value}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    configuration.run_app(main)

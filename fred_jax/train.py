@@ -27,6 +27,21 @@ makes 1 and N devices agree; the datasets of the paper (at most ImageNet subsets
 images) fit. Multi-host: every process runs the same loop; only process 0
 (:func:`fred_jax.sharding.is_main_process`) writes metrics, TensorBoard, exports, pictures and
 ``results.json``; checkpoints are written by all (orbax, shared workdir).
+
+Failures (nothing lost, nothing silently wrong):
+- Divergence: after every update the step reports ``learnable_max_abs``, the largest |value| of
+  every learnable leaf (NaN when any is NaN). A non-finite loss, or a state with a non-finite or
+  exploding value (> ``EXPLODED``), stops the run with :class:`NonFiniteLossError` before that
+  state is checkpointed or exported (the loss alone does not show it: under ``jit`` on XLA:CPU
+  a network maps NaN images to finite features).
+- Provenance: every checkpoint records the config; a rerun whose config differs stops before
+  loading data with :class:`WorkdirError` naming the fields (``allow_changes`` continues with
+  new values where that means something, e.g. more iterations), as does a workdir finished
+  beyond ``num_iterations``. ``config.json`` is written only after that check.
+- The final checkpoint, exports and pictures are written before the final evaluation; its
+  failure raises :class:`EvaluationError` saying how to rerun only the evaluation.
+- SIGTERM/SIGINT: the loop finishes the iteration, saves a checkpoint and raises
+  :class:`Interrupted` (a second signal stops at once).
 """
 
 from __future__ import annotations
@@ -35,6 +50,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -46,8 +63,8 @@ import optax
 import tqdm
 from absl import logging
 
-from fred_jax import (checkpoint, configuration, data, evaluate, models, objectives, sharding,
-                      synset)
+from fred_jax import (augment, checkpoint, configuration, data, evaluate, models, objectives,
+                      sharding, synset, transforms)
 
 PyTree = Any
 Callback = Callable[[int, "TrainState", dict], None]
@@ -56,8 +73,45 @@ LR_CONVENTIONS = ("torch_dct", "orthonormal")
 PARAMETERIZATIONS = ("fred", "pixel")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The distillation loss became NaN or infinite."""
+EXPLODED = 1e6
+"""Largest |learnable value| of a sane synthetic set. Coefficients of an orthonormal transform
+bound the image norm from below: 1e6 is an image of 128x128x3 pixels about 4500 standard
+deviations from the mean (normalised data); a diverged run passes it within a few steps."""
+
+FREE_FIELDS = ("data_dir", "num_devices", "log_every", "checkpoint_every", "keep_checkpoints")
+"""Config fields a resumed run may change freely: they change no number of the result."""
+
+FIXED_FIELDS = ("dataset", "zca", "seed", "parameterization", "ipc", "k", "transform",
+                "mask_kind", "objective")
+"""Config fields no resumed run may change: they define the stored set or its initialisation."""
+
+
+class RunError(RuntimeError):
+    """A run stopped for a reason the user can act on; the message says what, where and what
+    to do."""
+
+
+class NonFiniteLossError(RunError):
+    """The synthetic set diverged: non-finite loss, or a non-finite or exploding learnable
+    value after an update."""
+
+
+class WorkdirError(RunError):
+    """The workdir holds a run that this configuration does not continue."""
+
+
+class EvaluationError(RunError):
+    """The final evaluation failed; the checkpoint and the exports are on disk."""
+
+
+class Interrupted(RunError):
+    """SIGTERM or SIGINT: a checkpoint was saved and the run stopped (a command exits with
+    ``exit_status`` = 128 + the signal number, the shell's convention)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_status = 128 + signum
 
 
 @flax.struct.dataclass
@@ -86,17 +140,6 @@ class Setup:
 # ----------------------------------------------------------------------------- learning rate
 
 
-def torch_dct_scale(spatial_shape: tuple[int, ...]) -> np.ndarray:
-    """``s`` per spatial frequency: unnormalised (torch-dct ``norm=None``) DCT-II coefficient
-    divided by the orthonormal one, shape ``spatial_shape``."""
-    s = np.ones((), np.float64)
-    for n in spatial_shape:
-        axis = np.full(n, math.sqrt(2.0 * n))
-        axis[0] = 2.0 * math.sqrt(n)
-        s = np.multiply.outer(s, axis)
-    return s
-
-
 def coefficient_lr_scale(
     indices: np.ndarray, image_shape: tuple[int, ...], transform: str, convention: str
 ) -> np.ndarray:
@@ -108,7 +151,7 @@ def coefficient_lr_scale(
         raise ValueError(f"lr_convention must be one of {LR_CONVENTIONS}, got {convention!r}")
     if transform != "dct":
         raise ValueError(f"lr_convention 'torch_dct' needs transform 'dct', got {transform!r}")
-    s = torch_dct_scale(tuple(image_shape[:-1])).reshape(-1)[indices]
+    s = transforms.torch_dct_scale(tuple(image_shape[:-1])).reshape(-1)[indices]
     return (1.0 / s**2).astype(np.float32)[:, None, :, None]
 
 
@@ -216,6 +259,9 @@ def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
         key = jax.random.fold_in(state.key, state.step)
         learnable, opt_state, metrics = objective.update(
             state.learnable, state.opt_state, key, apply)
+        largest = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)).astype(jnp.float32)
+                                     for leaf in jax.tree_util.tree_leaves(learnable)]))
+        metrics = {**metrics, "learnable_max_abs": largest}
         return state.replace(learnable=learnable, opt_state=opt_state, step=state.step + 1), metrics
 
     if mesh is None:
@@ -247,9 +293,10 @@ class _Writer:
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):  # drop rows a killed run wrote after its last checkpoint
             with open(self.path) as f:
-                rows = [line for line in f if json.loads(line)["step"] <= resume_step]
+                rows = [_metrics_row(line, self.path) for line in f]
             with open(self.path, "w") as f:
-                f.writelines(rows)
+                f.writelines(json.dumps(row) + "\n" for row in rows
+                             if row is not None and row["step"] <= resume_step)
         self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -260,6 +307,18 @@ class _Writer:
 
     def close(self) -> None:
         self.tb.close()
+
+
+def _metrics_row(line: str, path: str) -> dict | None:
+    """One row of metrics.jsonl, or None (with a warning) for a line a kill tore apart."""
+    try:
+        row = json.loads(line)
+        int(row["step"])
+        return row
+    except (ValueError, KeyError, TypeError):
+        logging.warning("%s: dropped a damaged line (a run killed while writing it?): %r",
+                        path, line[:80])
+        return None
 
 
 class _NoWriter:
@@ -289,6 +348,7 @@ def _evaluate(config: Any, setup: Setup, state: TrainState, dataset: Any) -> dic
         key, images, None, dataset, models=names, epochs=int(config.eval.epochs),
         lr=eval_lr(config, state), num_eval=int(config.eval.num_eval),
         batch_size=int(config.eval.batch_size), dsa=bool(config.eval.dsa),
+        dsa_strategy=config.dsa_strategy or augment.STRATEGY, dc_strategy=config.eval.dc_augment,
         conv_impl=config.eval.conv_impl, mesh=setup.problem.mesh, progress=False,
     )
     return {name: {"mean": float(r["mean"]), "std": float(r["std"]),
@@ -299,7 +359,9 @@ def _export(path: str, setup: Setup, state: TrainState, dataset: Any, **extra: A
     extra.update({name: float(sharding.to_host(value)) for name, value in state.learnable.items()
                   if name != "coeffs" and np.size(value) == 1})
     synset.save(path, current_synset(setup, state), mean=np.asarray(dataset.mean),
-                std=np.asarray(dataset.std), dataset=dataset.name, **extra)
+                std=np.asarray(dataset.std), dataset=dataset.name,
+                norm_stats=getattr(dataset, "norm_stats", "dataset"),
+                zca=getattr(dataset, "zca", None) is not None, **extra)
 
 
 def _pictures(workdir: str, setup: Setup, state: TrainState, dataset: Any) -> None:
@@ -333,6 +395,7 @@ def run(
     dataset: Any = None,
     callbacks: Iterable[Callback] = (),
     progress: bool = True,
+    allow_changes: Iterable[str] = (),
 ) -> dict:
     """Distil ``config`` into ``workdir``, resuming from its latest checkpoint, and return the
     results (also written to ``workdir/results.json``).
@@ -340,6 +403,8 @@ def run(
     dataset: a loaded ``fred_jax.data.Dataset`` (default: ``data.load`` from the config).
     callbacks: ``fn(step, state, metrics)`` after every iteration (e.g. early stops; an
     exception raised there ends the run like a kill, after the last checkpoint).
+    allow_changes: config fields (dotted) whose value may differ from the run stored in
+    ``workdir`` (e.g. ``num_iterations`` to continue it); others stop the run (module doc).
     Devices: ``config.num_devices`` (:func:`device_mesh`); in a multi-process run every
     process calls this and only process 0 writes files besides the checkpoints (and shows
     progress).
@@ -348,31 +413,170 @@ def run(
     mesh = device_mesh(config)
     main = sharding.is_main_process()
     os.makedirs(workdir, exist_ok=True)
-    if main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    if dataset is None:
-        dataset = data.load(config.dataset, data_dir=config.data_dir or None, zca=config.zca)
-
-    setup = create(config, dataset, mesh)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    max_to_keep=int(config.keep_checkpoints))
     try:
-        return _loop(config, workdir, dataset, setup, ckpt, callbacks, progress and main)
+        changes = check_workdir(config, workdir, ckpt, allow_changes)
+        if main:
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        if dataset is None:
+            dataset = data.load(config.dataset, data_dir=config.data_dir or None, zca=config.zca,
+                                norm_stats=config.norm_stats)
+        setup = create(config, dataset, mesh)
+        return _loop(config, workdir, dataset, setup, ckpt, callbacks, progress and main, changes)
     finally:
         ckpt.close()
 
 
+# ----------------------------------------------------------------------------- provenance
+
+
+def config_dict(config: Any) -> dict:
+    """``config`` as the JSON dict the checkpoints record."""
+    return json.loads(config.to_json_best_effort())
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = value
+    return out
+
+
+def config_changes(stored: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """``{dotted field: (stored, current)}`` for every field whose value differs, except
+    :data:`FREE_FIELDS`."""
+    old, new = _flatten(stored), _flatten(current)
+    return {name: (old.get(name), new.get(name)) for name in sorted(set(old) | set(new))
+            if name not in FREE_FIELDS and old.get(name) != new.get(name)}
+
+
+def _stored_run(workdir: str, ckpt: checkpoint.Checkpointer) -> tuple[int, dict | None] | None:
+    """``(step, config)`` of the newest checkpoint whose record reads back (config None for a
+    checkpoint written before configs were recorded: then ``config.json`` if present), or
+    None for a fresh workdir."""
+    steps = ckpt.all_steps()
+    for step in reversed(steps):
+        try:
+            record = ckpt.read_record(step)
+        except (OSError, ValueError):
+            continue  # damaged: restore_latest says so when it skips it
+        if "config" in record:
+            return step, record["config"]
+    if not steps:
+        return None
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return steps[-1], json.load(f)
+    return steps[-1], None
+
+
+def check_workdir(config: Any, workdir: str, ckpt: checkpoint.Checkpointer,
+                  allow_changes: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """Raise :class:`WorkdirError` unless ``config`` continues the run stored in ``workdir``:
+    same fields (except :data:`FREE_FIELDS` and ``allow_changes``; never
+    :data:`FIXED_FIELDS`) and not finished beyond ``config.num_iterations``. Returns the
+    allowed changes ``{field: (stored, current)}`` (empty for a fresh workdir)."""
+    stored = _stored_run(workdir, ckpt)
+    if stored is None:
+        return {}
+    step, stored_config = stored
+    total = int(config.num_iterations)
+    if step > total:
+        raise WorkdirError(
+            f"{workdir} holds a run at iteration {step}, beyond num_iterations={total}: rerun "
+            f"with --config.num_iterations={step} to export it again, or use another --workdir")
+    if stored_config is None:
+        logging.warning("%s: its checkpoints record no config; cannot check that this run "
+                        "continues the same settings", workdir)
+        return {}
+    changes = config_changes(stored_config, config_dict(config))
+    allowed = {name.strip() for name in allow_changes if name.strip()}
+    fixed = [name for name in changes if name.split(".")[0] in FIXED_FIELDS]
+    refused = [name for name in changes if name not in allowed or name in fixed]
+    if refused:
+        listed = "; ".join(f"{name}: stored {changes[name][0]!r}, now {changes[name][1]!r}"
+                           for name in refused)
+        if fixed:
+            todo = "these define the stored set: use another --workdir"
+        else:
+            todo = (f"rerun with the stored values, use another --workdir, or add "
+                    f"--allow_changes={','.join(refused)} to continue this run with the new ones")
+        raise WorkdirError(f"{workdir} holds a run (checkpoint at iteration {step}) made with "
+                           f"other settings: {listed}; {todo}")
+    return changes
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+class _StopSignals:
+    """While active (main thread only): SIGTERM/SIGINT set ``signum``, which the loop checks
+    after each iteration; a second signal raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        logging.warning("%s: stopping after this iteration, with a checkpoint",
+                        signal.Signals(signum).name)
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _check_diverged(config: Any, scalars: dict, step: int, last_saved: int,
+                    directory: str) -> None:
+    """Raise :class:`NonFiniteLossError` when the loss or the state after the update is bad."""
+    loss, largest = scalars["loss"], scalars["learnable_max_abs"]
+    if math.isfinite(loss) and largest <= EXPLODED:
+        return
+    what = (f"non-finite loss ({loss})" if not math.isfinite(loss) else
+            f"non-finite learnable values" if not math.isfinite(largest) else
+            f"exploding learnable values (largest |value| {largest:.3g} > {EXPLODED:g})")
+    saved = (f"resume from the last good checkpoint (iteration {last_saved} in {directory}) "
+             f"with --allow_changes=lr" if last_saved else "no checkpoint was written yet")
+    raise NonFiniteLossError(
+        f"{what} at iteration {step}: the synthetic set diverged and this state was not saved; "
+        f"lower the learning rate (config.lr={config.lr}, lr_pixel={config.lr_pixel}) in a new "
+        f"--workdir, or {saved}")
+
+
 def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoint.Checkpointer,
-          callbacks: Iterable[Callback], progress: bool) -> dict:
+          callbacks: Iterable[Callback], progress: bool,
+          changes: dict[str, tuple[Any, Any]]) -> dict:
     """Resume from ``ckpt``, iterate with evaluation and checkpoints, write the outputs."""
     state = setup.state
-    record = {"history": [], "best": None, "wall_time": 0.0}
-    if ckpt.latest_step() is not None:
-        state, record = ckpt.restore(setup.state)
+    record = {"history": [], "best": None, "wall_time": 0.0, "changes": []}
+    restored = ckpt.restore_latest(setup.state)
+    if restored is not None:
+        state, record = restored
         logging.info("resumed from %s at iteration %d", ckpt.directory, int(state.step))
     if not np.array_equal(np.asarray(state.indices), np.asarray(setup.state.indices)):
-        raise ValueError(f"checkpoint in {workdir} was made with a different configuration")
+        raise WorkdirError(f"the checkpoint in {workdir} keeps other frequencies than this "
+                           f"configuration (another dataset, k, mask or seed): use another "
+                           f"--workdir")
+    record["config"] = config_dict(config)
+    if changes:
+        record.setdefault("changes", []).append(
+            {"step": int(state.step), "fields": {k: list(v) for k, v in changes.items()}})
 
     start, total = int(state.step), int(config.num_iterations)
     writer = _Writer(workdir, start) if sharding.is_main_process() else _NoWriter()
@@ -384,45 +588,44 @@ def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoin
     do_eval = int(config.eval.num_eval) > 0
     t0 = time.perf_counter() - float(record["wall_time"])
     last_saved = start
+
+    def save(step: int) -> None:
+        record["wall_time"] = time.perf_counter() - t0
+        ckpt.save(step, state, record)
+
     bar = tqdm.tqdm(range(start, total), initial=start, total=total, disable=not progress,
                     desc="distill", dynamic_ncols=True)
     try:
-        for it in bar:
-            t_step = time.perf_counter()
-            state, metrics = setup.step_fn(state)
-            scalars = {name: float(v) for name, v in jax.device_get(metrics).items()}
-            step = it + 1
-            if not math.isfinite(scalars["loss"]):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({scalars['loss']}) at iteration {step}: the synthetic set "
-                    f"diverged; lower the coefficient learning rate (config.lr="
-                    f"{config.lr}, lr_pixel={config.lr_pixel}) or check the data. The last "
-                    f"checkpoint is iteration {last_saved} in {ckpt.directory}."
-                )
-            scalars["seconds_per_iteration"] = time.perf_counter() - t_step
-            bar.set_postfix(loss=f"{scalars['loss']:.4g}")
-            if step % int(config.log_every) == 0 or step == total:
-                writer.write(step, scalars)
-                logging.info("iteration %d/%d loss %.5g (%.3f s/it)", step, total,
-                             scalars["loss"], scalars["seconds_per_iteration"])
-            for callback in callbacks:
-                callback(step, state, scalars)
-            if do_eval and ((every > 0 and step % every == 0) or step == total):
-                _evaluate_and_record(config, setup, state, dataset, workdir, record, writer)
-            if step % int(config.checkpoint_every) == 0 or step == total:
-                record["wall_time"] = time.perf_counter() - t0
-                ckpt.save(step, state, record)
-                last_saved = step
+        with _StopSignals() as stop:
+            for it in bar:
+                t_step = time.perf_counter()
+                new_state, metrics = setup.step_fn(state)
+                scalars = {name: float(v) for name, v in jax.device_get(metrics).items()}
+                step = it + 1
+                _check_diverged(config, scalars, step, last_saved, ckpt.directory)
+                state = new_state
+                scalars["seconds_per_iteration"] = time.perf_counter() - t_step
+                bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+                if step % int(config.log_every) == 0 or step == total:
+                    writer.write(step, scalars)
+                    logging.info("iteration %d/%d loss %.5g (%.3f s/it)", step, total,
+                                 scalars["loss"], scalars["seconds_per_iteration"])
+                for callback in callbacks:
+                    callback(step, state, scalars)
+                if do_eval and every > 0 and step % every == 0 and step != total:
+                    _evaluate_and_record(config, setup, state, dataset, workdir, record, writer)
+                if step % int(config.checkpoint_every) == 0 or step == total or stop.signum:
+                    save(step)
+                    last_saved = step
+                if stop.signum:
+                    name = signal.Signals(stop.signum).name
+                    raise Interrupted(f"stopped by {name} at iteration {step}; the checkpoint is "
+                                      f"saved in {ckpt.directory}: rerun the same command to "
+                                      f"resume", stop.signum)
     finally:
         bar.close()
         writer.close()
-
-    if do_eval and (not record["history"] or record["history"][-1]["step"] != total):
-        _evaluate_and_record(config, setup, state, dataset, workdir, record, writer=None)
-    record["wall_time"] = time.perf_counter() - t0
-    if int(state.step) != last_saved:
-        ckpt.save(int(state.step), state, record)
-    return _finish(config, setup, state, dataset, workdir, record)
+    return _finish(config, setup, state, dataset, workdir, record, do_eval)
 
 
 def _evaluate_and_record(config, setup, state, dataset, workdir, record, writer) -> None:
@@ -446,13 +649,52 @@ def _evaluate_and_record(config, setup, state, dataset, workdir, record, writer)
                     step=step, results=results)
 
 
-def _finish(config, setup, state, dataset, workdir, record) -> dict:
-    """Write the last export, pictures and results.json (process 0); return the results."""
+def _evaluated_before(config: Any, workdir: str, step: int) -> dict | None:
+    """results.json of an earlier run of this workdir that already evaluated iteration
+    ``step`` on the models asked (a rerun of a finished workdir re-exports, not re-trains)."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        results = json.load(f)
+    models_asked = {m.strip() for m in config.eval.models.split(",") if m.strip()}
+    history = results.get("history") or []
+    if (results.get("iterations") == step and history and history[-1]["step"] == step
+            and set(history[-1]["results"]) == models_asked):
+        return results
+    return None
+
+
+def _finish(config, setup, state, dataset, workdir, record, do_eval) -> dict:
+    """Write the last export, pictures and results.json (process 0), then run the final
+    evaluation if due and write results.json again; return the results. The checkpoint of
+    the last iteration is already on disk."""
     main = sharding.is_main_process()
+    step = int(state.step)
+    last = os.path.join(workdir, "synset_last.npz")
     if main:
-        _export(os.path.join(workdir, "synset_last.npz"), setup, state, dataset,
-                step=int(state.step))
+        _export(last, setup, state, dataset, step=step)
         _pictures(workdir, setup, state, dataset)
+    if do_eval and (not record["history"] or record["history"][-1]["step"] != step):
+        earlier = _evaluated_before(config, workdir, step)
+        if earlier is not None:
+            record["history"], record["best"] = earlier["history"], earlier["best"]
+        else:
+            _write_results(config, setup, state, workdir, record)
+            try:
+                _evaluate_and_record(config, setup, state, dataset, workdir, record, None)
+            except Exception as e:
+                raise EvaluationError(
+                    f"the final evaluation failed ({configuration.one_line(e, 300)}); the "
+                    f"distilled set is saved ({last}, iteration {step}, and its checkpoint): "
+                    f"rerun the same command, or evaluate it alone with python -m "
+                    f"fred_jax.evaluate --synset {last} --models {config.eval.models} "
+                    f"--num_eval {config.eval.num_eval} --epochs {config.eval.epochs}") from e
+    return _write_results(config, setup, state, workdir, record)
+
+
+def _write_results(config, setup, state, workdir, record) -> dict:
+    """results.json (process 0) from the record so far; returns the results."""
     c, n, k, ch = (int(v) for v in state.learnable["coeffs"].shape)
     d = math.prod(setup.image_shape[:-1])
     final = record["history"][-1]["results"] if record["history"] else {}
@@ -470,9 +712,10 @@ def _finish(config, setup, state, dataset, workdir, record) -> dict:
         "accuracy": final,
         "best": record["best"],
         "history": record["history"],
+        "config_changes": record.get("changes", []),
         "wall_time_seconds": record["wall_time"],
     }
-    if main:
+    if sharding.is_main_process():
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return results

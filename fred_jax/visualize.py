@@ -118,16 +118,25 @@ def indices_to_masks(indices: np.ndarray, spatial_shape: Sequence[int]) -> np.nd
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[str, str]:
-    """CLI: decode an export and write its image and mask grids; returns the two paths."""
-    from fred_jax import synset as synset_lib
+    """CLI: decode an export and write its image and mask grids; returns the two paths. A
+    missing, foreign or non-finite export ends with one line ``error: ...`` (exit status 1;
+    ``--verbose``: the traceback)."""
+    from fred_jax import configuration
 
     parser = argparse.ArgumentParser(prog="python -m fred_jax.visualize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synset", required=True, help="export .npz written by synset.save")
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
     parser.add_argument("--max_per_class", type=int, default=10)
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    s, meta = synset_lib.load(args.synset)
+    return configuration.run_command(lambda: _write_grids(args), args.verbose)
+
+
+def _write_grids(args: argparse.Namespace) -> tuple[str, str]:
+    from fred_jax import evaluate
+
+    s, meta = evaluate.load_export(args.synset)
     os.makedirs(args.out, exist_ok=True)
     images_path = os.path.join(args.out, "synset_images.png")
     masks_path = os.path.join(args.out, "synset_masks.png")

@@ -50,7 +50,8 @@ def main() -> None:
                        std=np.ones(1, np.float32), x_train=x, y_train=y, x_test=x, y_test=y)
     data.load = lambda *a, **k: toy
     written = _WriteRecorder(os.path.abspath(args.workdir))
-    flags.FLAGS(["main", f"--config={args.config}", f"--workdir={args.workdir}"])
+    flags.FLAGS(["main", f"--config={args.config}", f"--workdir={args.workdir}",
+                 "--allow_changes=num_iterations"])
     fred_main.main(["main"])  # first thing: jax.distributed.initialize() from the environment
     fred_main._CONFIG.value.num_iterations *= 2
     fred_main.main(["main"])  # resumes from the last checkpoint

@@ -60,13 +60,18 @@ def _config(**fields):
     ({"lr": -1.0}, r"config.lr: must be > 0"),
     ({"conv_impl": "fft"}, r"config.conv_impl: 'fft' is not one of \('auto', 'lax'"),
     ({"eval.conv_impl": "fft"}, r"config.eval.conv_impl: 'fft' is not one of \('auto', 'lax'"),
+    ({"eval.dc_augment": "crop_blur", "eval.dsa": False}, r"config.eval.dc_augment: .*blur"),
+    ({"eval.dc_augment": "crop"}, r"config.eval.dc_augment: the DC augmentation replaces DSA"),
+    ({"baselines": "pixel,latent"}, r"config.baselines: 'latent': expected other"),
+    ({"baselines": "fred"}, r"config.baselines: 'fred': expected other parameterizations"),
 ])
 def test_bad_configs(fields, message):
     with pytest.raises(configuration.ConfigError, match=message):
         configuration.validate(_config(**fields))
 
 
-def test_missing_data_says_where(tmp_path):
+def test_missing_data_says_where(tmp_path, monkeypatch):
+    monkeypatch.setattr(configuration, "_prepared", lambda name: False)  # not built in tfds
     with pytest.raises(configuration.ConfigError, match=f"{tmp_path}/mnist .* missing or empty"):
         configuration.validate(_config(data_dir=str(tmp_path)))
 
