@@ -60,8 +60,10 @@ def variant_name(overrides: Override) -> str:
 
 
 def apply(config: Any, overrides: Override) -> Any:
-    """A copy of ``config`` with the overrides set."""
+    """A copy of ``config`` with the overrides set. A variant runs no baselines of its own
+    (``baselines`` is cleared: ``fred_jax.main`` runs them once, beside the main run)."""
     out = config.copy_and_resolve_references()
+    out.baselines = ""
     out.update_from_flattened_dict(dict(overrides))
     return out
 

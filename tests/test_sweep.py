@@ -72,4 +72,6 @@ def test_baselines_become_variants_at_the_same_budget():
     assert sweep.variant_name(variant) == "parameterization=pixel"
     pixel = sweep.apply(config, variant)
     assert pixel.parameterization == "pixel" and pixel.ipc == config.ipc
+    assert pixel.baselines == ""  # the baseline runs no baselines of its own
+    assert sweep.check(config, [variant])[0][1].parameterization == "pixel"  # it validates
     assert config.parameterization == "fred"  # the original is untouched
