@@ -63,7 +63,8 @@ def main(argv: list[str]) -> None:
         for name, r in results["accuracy"].items():
             print(f"{results['parameterization']:>5s} {name}: test accuracy {r['mean']:.2f} +- "
                   f"{r['std']:.2f} % over {len(r['accs'])} seeds "
-                  f"({results['instances_per_class']} instances/class, "
+                  f"({results['instances_per_class']} instance"
+                  f"{'s' if results['instances_per_class'] != 1 else ''}/class, "
                   f"{results['budget_parameters']} stored floats)")
     print(f"outputs in {_WORKDIR.value}")
 

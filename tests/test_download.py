@@ -274,13 +274,20 @@ def test_md5_only_file_is_checked_after_download(mirror, monkeypatch, tmp_path):
     assert not [p for p in leftovers(tmp_path) if "tiny" in p and "downloads" in p]
 
 
-def test_local_originals_win_without_network(monkeypatch, tmp_path):
-    files, arrays = mnist_files(seed=1)
+def local_mnist(monkeypatch, tmp_path, seed: int) -> dict:
+    """Small MNIST originals in `tmp_path/src/mnist`, registered and set as FRED_DATA_DIR;
+    returns their arrays."""
+    files, arrays = mnist_files(seed=seed)
     register(monkeypatch, "mnist", files)
     (tmp_path / "src" / "mnist").mkdir(parents=True)
     for f, b in files.items():
         (tmp_path / "src" / "mnist" / f).write_bytes(b)
     monkeypatch.setenv("FRED_DATA_DIR", str(tmp_path / "src"))
+    return arrays
+
+
+def test_local_originals_win_without_network(monkeypatch, tmp_path):
+    arrays = local_mnist(monkeypatch, tmp_path, seed=1)
     ds = data.load("mnist", tfds_dir=tmp_path / "tfds", mirror="http://127.0.0.1:9")
     np.testing.assert_array_equal(ds.y_test, arrays["test"][1])
     assert not (tmp_path / "tfds" / "downloads" / "fred_local").exists()
@@ -380,12 +387,7 @@ def test_svhn_and_cifar100_download_and_norm_stats(mirror, monkeypatch, tmp_path
 
 
 def test_damaged_prepared_copy_names_the_folder_to_delete(monkeypatch, tmp_path):
-    files, _ = mnist_files(seed=2)
-    register(monkeypatch, "mnist", files)
-    (tmp_path / "src" / "mnist").mkdir(parents=True)
-    for f, b in files.items():
-        (tmp_path / "src" / "mnist" / f).write_bytes(b)
-    monkeypatch.setenv("FRED_DATA_DIR", str(tmp_path / "src"))
+    local_mnist(monkeypatch, tmp_path, seed=2)
     assert not data.is_prepared("mnist", tmp_path / "tfds")
     data.load("mnist", tfds_dir=tmp_path / "tfds")
     assert data.is_prepared("mnist", tmp_path / "tfds")
