@@ -2,7 +2,7 @@
 settings, each synthetic set trained on by the same evaluator; plus one set evaluated by both
 evaluators (ours and the official ``evaluate_synset``).
 
-    .venv/bin/python benchmarks/parity/e2e_dm.py --updates 30 --seeds 3 --epochs 100
+    .venv/bin/python benchmarks/parity/e2e_dm.py --updates 200 --seeds 3 --epochs 300
 
 Settings (both loops): CIFAR-10, budget 1 image per class, k=64 kept DCT coefficients per
 channel -> 16 instances per class, EVR masks, DSA, ConvNet, coefficient lr 1e6 (unnormalised
@@ -250,9 +250,9 @@ def step_table(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--updates", type=int, default=30, help="synthetic-set updates of each loop")
+    p.add_argument("--updates", type=int, default=200, help="synthetic-set updates of each loop")
     p.add_argument("--seeds", type=int, default=3, help="evaluation seeds")
-    p.add_argument("--epochs", type=int, default=100, help="evaluation epochs")
+    p.add_argument("--epochs", type=int, default=300, help="evaluation epochs")
     p.add_argument("--lr", type=float, default=0.01, help="evaluation learning rate")
     p.add_argument("--seed", type=int, default=0, help="distillation / our evaluator seed")
     p.add_argument("--workdir", default="/tmp/e2e")
