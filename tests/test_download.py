@@ -165,6 +165,14 @@ def mirror(monkeypatch):
     server.thread.join(timeout=5)
 
 
+def serve_mnist(mirror, monkeypatch) -> tuple[dict[str, bytes], dict]:
+    """Small MNIST originals, registered as `mnist`'s files and served by `mirror`."""
+    files, arrays = mnist_files()
+    register(monkeypatch, "mnist", files)
+    mirror.add("mnist", files)
+    return files, arrays
+
+
 def leftovers(tfds_dir: Path) -> list[str]:
     """Everything a failed build left in the tfds dir: downloads and dataset folders."""
     return sorted(str(p.relative_to(tfds_dir)) for p in tfds_dir.rglob("*")
@@ -175,9 +183,7 @@ def leftovers(tfds_dir: Path) -> list[str]:
 
 
 def test_good_download_builds_and_caches(mirror, monkeypatch, tmp_path):
-    files, arrays = mnist_files()
-    register(monkeypatch, "mnist", files)
-    mirror.add("mnist", files)
+    files, arrays = serve_mnist(mirror, monkeypatch)
     ds = data.load("mnist", tfds_dir=tmp_path)
     np.testing.assert_array_equal(ds.y_train, arrays["train"][1])
     pixels = np.asarray(data.denormalise(ds.x_test, ds.mean, ds.std)) * 255
@@ -192,9 +198,7 @@ def test_good_download_builds_and_caches(mirror, monkeypatch, tmp_path):
 
 
 def test_wrong_checksum_is_removed_retried_once_and_reported(mirror, monkeypatch, tmp_path):
-    files, _ = mnist_files()
-    register(monkeypatch, "mnist", files)
-    mirror.add("mnist", files)
+    files, _ = serve_mnist(mirror, monkeypatch)
     bad = "/mnist/t10k-labels-idx1-ubyte.gz"
     mirror.mode[bad] = "corrupt"
     with pytest.raises(data.DownloadError) as err:
@@ -211,9 +215,7 @@ def test_wrong_checksum_is_removed_retried_once_and_reported(mirror, monkeypatch
 
 
 def test_corrupt_first_download_is_retried_and_succeeds(mirror, monkeypatch, tmp_path):
-    files, arrays = mnist_files()
-    register(monkeypatch, "mnist", files)
-    mirror.add("mnist", files)
+    _, arrays = serve_mnist(mirror, monkeypatch)
     mirror.mode["/mnist/train-images-idx3-ubyte.gz"] = "corrupt_once"
     ds = data.load("mnist", tfds_dir=tmp_path)
     assert mirror.gets["/mnist/train-images-idx3-ubyte.gz"] == 2
@@ -223,9 +225,7 @@ def test_corrupt_first_download_is_retried_and_succeeds(mirror, monkeypatch, tmp
 
 
 def test_dropped_connection_leaves_nothing(mirror, monkeypatch, tmp_path):
-    files, _ = mnist_files()
-    register(monkeypatch, "mnist", files)
-    mirror.add("mnist", files)
+    serve_mnist(mirror, monkeypatch)
     path = "/mnist/train-images-idx3-ubyte.gz"
     mirror.mode[path] = "drop"
     with pytest.raises(data.DownloadError, match=r"connection dropped: .*IncompleteRead.*twice"):
