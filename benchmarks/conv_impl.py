@@ -7,11 +7,12 @@ Prints a table of (compile s, run s) per implementation for
 - ``fwd+bwd b256``: first-order loss gradient w.r.t. the parameters at batch 256.
 
 im2col candidates: ``im2col`` (pad + one strided slice per tap, concat, one matmul, with the
-custom VJP of ``fred_jax.models`` whose derivatives are again patch matmuls), ``autodiff`` (the
+custom VJP of ``fred_jax.conv`` whose derivatives are again patch matmuls), ``autodiff`` (the
 same forward with JAX's own derivatives), ``patches`` (``lax.conv_general_dilated_patches`` +
-matmul) and ``shiftsum`` (sum over taps of slice @ kernel[tap], no patch tensor). Columns: compile wall
-seconds (first call), best-of-``--repeats`` run wall seconds, and best run process CPU seconds
-(all threads; the fairer comparison when other jobs share the machine).
+matmul) and ``shiftsum`` (sum over taps of slice @ kernel[tap], no patch tensor). Columns:
+compile wall seconds (first call), median run wall seconds over ``--repeats`` runs, and median
+run process CPU seconds (all threads; the fairer comparison when other jobs share the
+machine). Recorded by ``benchmarks/harness.py`` (results: ``benchmarks/RESULTS.md``).
 
     python benchmarks/conv_impl.py [--repeats 5] [--batch 256] [--syn 32]
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import time
 from unittest import mock
 
 import jax
@@ -30,7 +30,9 @@ import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from fred_jax import models
+from fred_jax import conv, models
+
+import harness
 
 
 def patches_conv(x, kernel, strides, padding):
@@ -63,24 +65,10 @@ VARIANTS = {
     "lax": ("lax", None),
     "tapgrad": ("tapgrad", None),
     "im2col": ("im2col", None),
-    "im2col/autodiff": ("im2col", models._patch_matmul),
+    "im2col/autodiff": ("im2col", conv._patch_matmul),
     "im2col/patches": ("im2col", patches_conv),
     "im2col/shiftsum": ("im2col", shiftsum_conv),
 }
-
-
-def timed(fn, args, repeats):
-    """(compile wall s, best run wall s, best run process CPU s) of ``fn(*args)``."""
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    compile_s = time.perf_counter() - t
-    wall, cpu = float("inf"), float("inf")
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.process_time()
-        jax.block_until_ready(fn(*args))
-        wall = min(wall, time.perf_counter() - t)
-        cpu = min(cpu, time.process_time() - c)
-    return compile_s, wall, cpu
 
 
 def bench(impl, repeats, batch, syn):
@@ -105,8 +93,9 @@ def bench(impl, repeats, batch, syn):
             w = w - 0.01 * ravel_pytree(jax.grad(ce)(unravel(w), x, y_syn))[0]
         return jnp.sum((w - target) ** 2)
 
-    second = timed(jax.jit(jax.grad(tm_loss)), (x_syn,), repeats)
-    first = timed(jax.jit(jax.value_and_grad(ce)), (params, x_big, y_big), repeats)
+    second_fn, first_fn = jax.jit(jax.grad(tm_loss)), jax.jit(jax.value_and_grad(ce))
+    second = harness.timeit(lambda _: second_fn(x_syn), repeats)
+    first = harness.timeit(lambda _: first_fn(params, x_big, y_big), repeats)
     return second, first
 
 
@@ -117,18 +106,24 @@ def main():
     parser.add_argument("--syn", type=int, default=32)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
-    print(f"ConvNet 3x32x32, {jax.devices()[0].platform}; best of {args.repeats} runs")
+    print(f"ConvNet 3x32x32, {jax.devices()[0].platform}; median of {args.repeats} runs")
     print(f"{'':16s} | {'2nd-order, ' + str(args.syn) + ' images':^26s} | "
           f"{'fwd+bwd, batch ' + str(args.batch):^26s}")
     print(f"{'impl':16s} | {'compile':>8s} {'run':>8s} {'run CPU':>8s} | "
           f"{'compile':>8s} {'run':>8s} {'run CPU':>8s}")
-    for name in args.variants.split(","):
-        impl, alt = VARIANTS[name]
-        patch = mock.patch.object(models, "_im2col_conv", alt) if alt else contextlib.nullcontext()
-        with patch:
-            second, first = bench(impl, args.repeats, args.batch, args.syn)
-        print(f"{name:16s} | " + " ".join(f"{v:8.2f}" for v in second) + " | "
-              + " ".join(f"{v:8.2f}" for v in first), flush=True)
+    settings = {"repeats": args.repeats, "batch": args.batch, "syn": args.syn}
+    with harness.Record("conv_impl", settings=settings) as record:
+        for name in args.variants.split(","):
+            impl, alt = VARIANTS[name]
+            patch = (mock.patch.object(conv, "_im2col_conv", alt) if alt
+                     else contextlib.nullcontext())
+            with patch:
+                second, first = bench(impl, args.repeats, args.batch, args.syn)
+            cols = [(t.compile_s, t.median, t.cpu_median) for t in (second, first)]
+            print(f"{name:16s} | " + " | ".join(" ".join(f"{v:8.2f}" for v in c) for c in cols),
+                  flush=True)
+            record.add(impl=name, **second.figures(prefix="second_order_"),
+                       **first.figures(prefix="fwd_bwd_"))
 
 
 if __name__ == "__main__":

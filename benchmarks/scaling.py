@@ -39,7 +39,8 @@ Inputs are random arrays of the real shapes (no dataset is read). ``--size small
 shrinks the networks and batches so that a run takes a few minutes on 2 CPU cores;
 ``--size full`` uses the reference sizes (ConvNet width 128, depth 3, CIFAR-10 32x32x3, FreD
 ipc 1 with k=64 (16 instances per class), DM real batch 256 per class, TM 20 student steps,
-evaluation batch 256 on 500 images).
+evaluation batch 256 on 500 images). Recorded by ``benchmarks/harness.py``; measured numbers:
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+import harness
 
 SIZES = {
     "small": dict(model="ConvNetW32", classes=10, shape=(16, 16, 3), dm_k=128, batch_real=16,
@@ -68,7 +69,7 @@ def child(args: argparse.Namespace) -> dict:
     import jax
     import numpy as np
 
-    from fred_jax import configuration, data, evaluate, experts, models, sharding, train
+    from fred_jax import configuration, data, evaluate, expert_store, models, sharding, train
     from fred_jax.objectives import tm
 
     cfg = dict(SIZES[args.size])
@@ -90,17 +91,15 @@ def child(args: argparse.Namespace) -> dict:
     out: dict = {"devices": 1 if mesh is None else mesh.size, "backend": jax.default_backend()}
 
     def timed(setup) -> dict:
-        t0 = time.perf_counter()
-        compiled = setup.step_fn.lower(setup.state).compile()
-        state = jax.block_until_ready(compiled(setup.state)[0])
-        compile_s = time.perf_counter() - t0
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            state = jax.block_until_ready(compiled(state)[0])
-            times.append(time.perf_counter() - t0)
-        cost = compiled.cost_analysis()
-        return {"step_s": statistics.median(times), "compile_s": compile_s,
+        state = [setup.state]
+
+        def call(_):
+            state[0] = setup.step_fn(state[0])[0]
+            return state[0]
+
+        t = harness.timeit(call, args.repeats)
+        cost = setup.step_fn.lower(setup.state).compile().cost_analysis()  # cached executable
+        return {"step_s": t.median, "step_iqr_s": t.iqr, "compile_s": t.compile_s,
                 "flops": cost.get("flops") if isinstance(cost, dict) else None}
 
     def config_for(objective: str, k: int):
@@ -119,7 +118,7 @@ def child(args: argparse.Namespace) -> dict:
         config = config_for("tm", cfg["tm_k"])
         config.tm = tm.defaults()
         net = models.get(cfg["model"], classes, shape, conv_impl=conv_impl)
-        num_params, _ = experts.param_unraveler(net, shape)
+        num_params, _ = expert_store.param_unraveler(net, shape)
         with tempfile.TemporaryDirectory() as folder:
             config.tm.update_from_flattened_dict({
                 "syn_steps": cfg["tm_steps"], "max_start_epoch": 2, "expert_epochs": 2,
@@ -127,9 +126,9 @@ def child(args: argparse.Namespace) -> dict:
                 "experts.dir": folder, "experts.epochs": 3})
             for i in range(2):
                 walk = np.cumsum(0.01 * rng.normal(size=(4, num_params)), axis=0)
-                np.save(experts.expert_path(folder, i), walk.astype(np.float32))
-            with open(os.path.join(folder, experts.META_FILE), "w") as f:
-                json.dump({**tm.expert_settings(config, num_params), "epochs": 3}, f)
+                np.save(expert_store.expert_path(folder, i), walk.astype(np.float32))
+            with open(os.path.join(folder, expert_store.META_FILE), "w") as f:
+                json.dump({**expert_store.expert_settings(config, num_params), "epochs": 3}, f)
             setup = train.create(config, ds, mesh)
         out["tm"] = timed(setup)
 
@@ -138,14 +137,13 @@ def child(args: argparse.Namespace) -> dict:
         keys = evaluate.seed_keys(jax.random.key(0), cfg["seeds"])
         kw = dict(num_classes=classes, lr=0.01, batch_size=cfg["eval_batch"], conv_impl=conv_impl,
                   test_batch_size=n, mesh=mesh, progress=False)
-        t0 = time.perf_counter()
-        evaluate.train_seeds(keys, cfg["model"], x[:n], y[:n], x[:n], y[:n], epochs=0,
-                             **kw)  # compiles
-        compile_s = time.perf_counter() - t0
+        with harness.Stopwatch() as compiling:
+            evaluate.train_seeds(keys, cfg["model"], x[:n], y[:n], x[:n], y[:n], epochs=0,
+                                 **kw)  # compiles
         res = evaluate.train_seeds(keys, cfg["model"], x[:n], y[:n], x[:n], y[:n],
                                    epochs=args.repeats - 1, **kw)
-        out["eval"] = {"step_s": res["train_seconds"] / args.repeats, "compile_s": compile_s,
-                       "flops": None}
+        out["eval"] = {"step_s": res["train_seconds"] / args.repeats,
+                       "compile_s": compiling.wall, "flops": None}
     return out
 
 
@@ -170,30 +168,34 @@ def main() -> None:
         return
 
     results = []
-    for n in (int(v) for v in args.devices.split(",")):
-        env = dict(os.environ)
+    settings = {k: getattr(args, k) for k in ("platform", "size", "repeats", "trajectories",
+                                              "seeds")}
+    with harness.Record("scaling", settings=settings) as record:
+        for n in (int(v) for v in args.devices.split(",")):
+            env = dict(os.environ)
+            if args.platform == "cpu":
+                env["JAX_PLATFORMS"] = "cpu"
+                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                                    + f" --xla_force_host_platform_device_count={n}")
+            cmd = [sys.executable, __file__, "--child", str(n), "--workloads",
+                   ",".join(args.workloads), "--platform", args.platform, "--size", args.size,
+                   "--repeats", str(args.repeats), "--trajectories", str(args.trajectories),
+                   "--seeds", str(args.seeds)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                sys.exit(f"{n} devices failed:\n{proc.stderr[-3000:]}")
+            results.append(json.loads(lines[-1][len("RESULT "):]))
+            r = results[-1]
+            for w in args.workloads:
+                record.add(devices=r["devices"], backend=r["backend"], workload=w, **r[w])
+                flops = r[w]["flops"]
+                print(f"{r['backend']:>4} x{r['devices']}  {w:<4}  step "
+                      f"{1e3 * r[w]['step_s']:9.1f} ms  compile {r[w]['compile_s']:6.1f} s"
+                      + (f"  GFLOP/device {flops / 1e9:8.3f}" if flops else ""), flush=True)
         if args.platform == "cpu":
-            env["JAX_PLATFORMS"] = "cpu"
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                                + f" --xla_force_host_platform_device_count={n}")
-        cmd = [sys.executable, __file__, "--child", str(n), "--workloads",
-               ",".join(args.workloads), "--platform", args.platform, "--size", args.size,
-               "--repeats", str(args.repeats), "--trajectories", str(args.trajectories),
-               "--seeds", str(args.seeds)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            sys.exit(f"{n} devices failed:\n{proc.stderr[-3000:]}")
-        results.append(json.loads(lines[-1][len("RESULT "):]))
-        r = results[-1]
-        for w in args.workloads:
-            flops = r[w]["flops"]
-            print(f"{r['backend']:>4} x{r['devices']}  {w:<4}  step {1e3 * r[w]['step_s']:9.1f} ms"
-                  f"  compile {r[w]['compile_s']:6.1f} s"
-                  + (f"  GFLOP/device {flops / 1e9:8.3f}" if flops else ""), flush=True)
-    if args.platform == "cpu":
-        print("simulated devices share the same CPU cores: expect no speedup; the per-device "
-              "FLOPs show how the work is split (see the module docstring)")
+            print("simulated devices share the same CPU cores: expect no speedup; the per-device "
+                  "FLOPs show how the work is split (see the module docstring)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=1)

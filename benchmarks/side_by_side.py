@@ -1,5 +1,5 @@
 """Speed side by side: the official FreD code (torch, CPU) and fred_jax alternately in one run,
-same shapes, median of several repetitions, ratios printed and appended to benchmarks/RESULTS.md.
+same shapes, median of several repetitions, ratios printed and recorded (benchmarks/RESULTS.md).
 
     bash benchmarks/parity/setup_reference.sh       # once: .venv-ref with CPU torch
     .venv/bin/python benchmarks/side_by_side.py [--reps 5] [--works eval_epoch_1seed,dm_iteration]
@@ -12,19 +12,18 @@ Works (CIFAR-10 shapes, ConvNet width 128 depth 3, DSA on, random normalised ima
 The official side is a worker process (``parity/side_by_side_ref.py``) kept alive over the run;
 each work is run once on both sides as warm-up (compilation for JAX), then ``--reps`` times
 alternately, the order flipping each repetition. Each line reports the 1-minute load average
-before the work and the process CPU / wall ratio, so a run on a loaded machine shows it.
+before the work and the process CPU / wall ratio, so a run on a loaded machine shows it. The
+rows are recorded by ``benchmarks/harness.py`` (``benchmarks/results/side_by_side.jsonl``, the
+table in ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from fred_jax import augment, configuration, evaluate, train  # noqa: E402
+import harness  # noqa: E402
+from fred_jax import augment, classifier, configuration, evaluate, platform, train  # noqa: E402
 from step_time import bench_config, cifar_like  # noqa: E402
 
 WORKS = ("eval_epoch_1seed", "eval_epoch_5seeds", "test_pass", "dm_iteration")
@@ -53,9 +53,9 @@ class JaxWorks:
         self.state = {}
 
     def _programs(self, num_train: int):
-        return evaluate._programs("ConvNet", 10, (32, 32, 3), evaluate.default_conv_impl(),
-                                  num_train, 256, augment.STRATEGY, augment.DSAParams(), 0.9,
-                                  5e-4, None)
+        return classifier.programs("ConvNet", 10, (32, 32, 3), platform.policy().conv_train,
+                                   num_train, 256, augment.STRATEGY, augment.DSAParams(), 0.9,
+                                   5e-4, None)
 
     def eval_epoch(self, seeds: int) -> None:
         key = f"eval{seeds}"
@@ -91,24 +91,14 @@ class JaxWorks:
         self.state["dm"][1] = st
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--works", default=",".join(WORKS))
     p.add_argument("--python", default=os.path.join(ROOT, ".venv-ref", "bin", "python"))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+    p.add_argument("--results", default=harness.results_dir(),
+                   help="folder of the JSONL results (RESULTS.md is regenerated beside them)")
     a = p.parse_args(argv)
     works = [w for w in a.works.split(",") if w]
     unknown = set(works) - set(WORKS)
@@ -128,49 +118,40 @@ def main(argv=None) -> int:
         return json.loads(ref.stdout.readline())
 
     def run_ours(work):
-        t, c = time.perf_counter(), time.process_time()
-        if work.startswith("eval_epoch"):
-            ours.eval_epoch(1 if work.endswith("1seed") else 5)
-        else:
-            getattr(ours, work)()
-        return {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
+        with harness.Stopwatch() as sw:
+            if work.startswith("eval_epoch"):
+                ours.eval_epoch(1 if work.endswith("1seed") else 5)
+            else:
+                getattr(ours, work)()
+        return {"wall": sw.wall, "cpu": sw.cpu}
 
-    rows = []
-    for work in works:
-        run_ref(work), run_ours(work)  # warm-up: setup and compilation
-        samples = {"official": [], "fred_jax": []}
-        load = os.getloadavg()[0]
-        for rep in range(a.reps):
-            order = [("official", run_ref), ("fred_jax", run_ours)]
-            for side, fn in (order if rep % 2 == 0 else order[::-1]):
-                samples[side].append(fn(work))
-        med = {s: float(np.median([r["wall"] for r in v])) for s, v in samples.items()}
-        cpu = {s: float(np.median([r["cpu"] / r["wall"] for r in v])) for s, v in samples.items()}
-        rows.append({"work": work, "official_s": med["official"], "fred_jax_s": med["fred_jax"],
-                     "ratio": med["fred_jax"] / med["official"], "load_1min_before": load,
-                     "official_cpu_per_wall": cpu["official"],
-                     "fred_jax_cpu_per_wall": cpu["fred_jax"],
-                     "official_all_s": [r["wall"] for r in samples["official"]],
-                     "fred_jax_all_s": [r["wall"] for r in samples["fred_jax"]]})
-        print(json.dumps(rows[-1]), flush=True)
-    ref.stdin.close()
-    ref.wait(timeout=60)
-
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    head = (f"\n## Side by side, {datetime.datetime.now():%Y-%m-%d %H:%M}, {cpu_model()}, "
-            f"{os.cpu_count()} cores, commit {commit}\n\n`{' '.join(['python'] + sys.argv)}`; "
-            f"torch {hello['torch']} ({hello['threads']} threads), jax {jax.__version__} "
-            f"({jax.default_backend()}); median of {a.reps} alternated repetitions after a "
-            f"warm-up.\n\n| work | official (s) | fred_jax (s) | fred_jax / official | load before "
-            f"| CPU/wall official, ours |\n|---|---|---|---|---|---|\n")
-    table = "".join(f"| {r['work']} | {r['official_s']:.3f} | {r['fred_jax_s']:.3f} | "
-                    f"{r['ratio']:.2f}x | {r['load_1min_before']:.2f} | "
-                    f"{r['official_cpu_per_wall']:.2f}, {r['fred_jax_cpu_per_wall']:.2f} |\n"
-                    for r in rows)
-    print(head + table)
-    with open(a.results, "a") as f:
-        f.write(head + table)
+    record = harness.Record(
+        "side_by_side", settings={"reps": a.reps, "threads": hello["threads"]},
+        note=f"median of {a.reps} alternated repetitions after a warm-up", directory=a.results,
+        extra_machine={"torch": f"{hello['torch']} ({hello['threads']} threads)"})
+    with record:
+        for work in works:
+            run_ref(work), run_ours(work)  # warm-up: setup and compilation
+            samples = {"official": [], "fred_jax": []}
+            load = harness.load_average()
+            for rep in range(a.reps):
+                order = [("official", run_ref), ("fred_jax", run_ours)]
+                for side, fn in (order if rep % 2 == 0 else order[::-1]):
+                    samples[side].append(fn(work))
+            med = {s: harness.quartiles([r["wall"] for r in v])[1] for s, v in samples.items()}
+            cpu = {s: harness.quartiles([r["cpu"] / r["wall"] for r in v])[1]
+                   for s, v in samples.items()}
+            row = record.add(
+                work=work, official_s=med["official"], fred_jax_s=med["fred_jax"],
+                ratio=med["fred_jax"] / med["official"], load_1min_before=load,
+                official_cpu_per_wall=cpu["official"], fred_jax_cpu_per_wall=cpu["fred_jax"],
+                official_all_s=[r["wall"] for r in samples["official"]],
+                fred_jax_all_s=[r["wall"] for r in samples["fred_jax"]])
+            print(json.dumps(row), flush=True)
+        ref.stdin.close()
+        ref.wait(timeout=60)
+    print(f"\nrecorded in {harness.results_md(a.results)}:\n")
+    print(harness.table("side_by_side", harness.read(a.results)["side_by_side"][-1:]))
     return 0
 
 

@@ -10,44 +10,30 @@ objective, optax update). The real images are random (no data needed): the cost 
 depend on their values. Reports the median and quartiles over ``--iterations`` timed steps
 after one warm-up step, the process CPU time per step (on a shared machine, CPU time / cores
 estimates the quiet-machine wall time), the compile time (lower + compile), XLA's temp buffer
-size for the step, the process's peak RSS, and the 1-minute load average.
+size for the step, the process's peak RSS, and the 1-minute load average. Recorded by
+``benchmarks/harness.py``; measured numbers: ``benchmarks/RESULTS.md``.
 
-Measured, DM, quiet 2-core CPU (AMD EPYC, XLA:CPU), 2026-11-24 (the same code varies by
-~5% between runs an hour apart on this machine):
-
-    version                                               median s/iteration
-    real side class by class, 256-image passes (lax)           3.09
-    + real embeddings in 32-image chunks (dm.chunk)            2.33
-    + classes flattened for the network                       1.98-2.13
-    + augmentation inside the chunk loop, synthetic side
-      in unrolled pieces, tapgrad ("auto" for DM on CPU)       1.99-2.04 (lax: 2.06-2.11 then)
-
-Where the 2.0 s go (``jax.profiler`` trace): the real side (2560 images x 101.5 MFLOP forward)
-is one fused XLA/YNNPACK kernel per chunk, 80 x 20 ms = 1.6 s, i.e. ~160 GFLOP/s, of which the
-RGB layer (7% of the FLOPs, 40 GFLOP/s) takes 5.7 ms per chunk: its 16 MB output per chunk is
-at the edge of the 32 MB L3 cache, and DRAM moves ~6 GB/s here. The synthetic side (160
-images, forward and input gradient) takes ~0.3 s. Tried without gain: Winograd F(2x2, 3x3) in
-plain XLA (16x16x128 layer, 32 images: 22.7 ms against lax's 11.2), bfloat16 operands (that
-layer's conv: 13.2 ms against 12.5 in float32), smaller or larger chunks (8-64),
-rematerialised synthetic pieces, and the RGB layer's instance-norm statistics computed from
-patch moments.
-
-DC (``--objectives dc``, im2col): 10.1 s per iteration against 11.8 s for JAX's own im2col
-derivatives, back to back on 2026-11-24.
+Where the 2.0 s of a DM iteration went on 2026-11-24 (quiet AMD EPYC, ``jax.profiler`` trace):
+the real side (2560 images x 101.5 MFLOP forward) is one fused XLA/YNNPACK kernel per chunk,
+80 x 20 ms = 1.6 s, i.e. ~160 GFLOP/s, of which the RGB layer (7% of the FLOPs, 40 GFLOP/s)
+takes 5.7 ms per chunk: its 16 MB output per chunk is at the edge of the 32 MB L3 cache, and
+DRAM moves ~6 GB/s here. The synthetic side (160 images, forward and input gradient) takes
+~0.3 s. Tried without gain: Winograd F(2x2, 3x3) in plain XLA (16x16x128 layer, 32 images:
+22.7 ms against lax's 11.2), bfloat16 operands (that layer's conv: 13.2 ms against 12.5 in
+float32), smaller or larger chunks (8-64), rematerialised synthetic pieces, and the RGB
+layer's instance-norm statistics computed from patch moments.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import time
 
-import jax
 import numpy as np
 
 from fred_jax import configuration, data, models, objectives, train
+
+import harness
 
 
 def cifar_like(num_per_class: int = 300, seed: int = 0) -> data.Dataset:
@@ -75,20 +61,17 @@ def bench(objective: str, conv_impl: str, iterations: int, dataset: data.Dataset
     config = bench_config(objective, conv_impl)
     configuration.validate(config, dataset=dataset)
     setup = train.create(config, dataset)
-    t = time.perf_counter()
-    compiled = setup.step_fn.lower(setup.state).compile()
-    compile_s = time.perf_counter() - t
+    with harness.Stopwatch() as compiling:
+        compiled = setup.step_fn.lower(setup.state).compile()
     memory = compiled.memory_analysis()
-    state, metrics = compiled(setup.state)
-    jax.block_until_ready(metrics)
-    times, cpu = [], []
-    for _ in range(iterations):
-        t, c = time.perf_counter(), time.process_time()
-        state, metrics = compiled(state)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    q1, median, q3 = np.percentile(np.asarray(times) * 1e3, [25, 50, 75])
+    state, metrics = [setup.state], [None]
+
+    def step(_):
+        state[0], metrics[0] = compiled(state[0])
+        return state[0], metrics[0]
+
+    timing = harness.timeit(step, iterations, first_is_compile=False)
+    q1, median, q3 = (1e3 * v for v in harness.quartiles(timing.wall))
     return {
         "objective": objective,
         "conv_impl": objectives.conv_impl(config),
@@ -96,14 +79,12 @@ def bench(objective: str, conv_impl: str, iterations: int, dataset: data.Dataset
         "iterations_timed": iterations,
         "ms_per_iteration_median": round(float(median), 1),
         "ms_per_iteration_q1_q3": [round(float(q1), 1), round(float(q3), 1)],
-        "cpu_ms_per_iteration_median": round(float(np.median(cpu)) * 1e3, 1),
-        "compile_seconds": round(compile_s, 2),
+        "cpu_ms_per_iteration_median": round(timing.cpu_median * 1e3, 1),
+        "compile_seconds": round(compiling.wall, 2),
         "xla_temp_bytes": int(getattr(memory, "temp_size_in_bytes", -1)) if memory else None,
-        "peak_rss_mib_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "loss": float(metrics["loss"]),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "cpu_count": os.cpu_count(),
-        "backend": jax.default_backend(),
+        "peak_rss_mib_so_far": round(harness.peak_rss_mib(), 1),
+        "loss": float(metrics[0]["loss"]),
+        "load_average_1min": harness.load_average(),
     }
 
 
@@ -118,10 +99,12 @@ def main() -> None:
     args = parser.parse_args()
     dataset = cifar_like()
     results = []
-    for objective in [o.strip() for o in args.objectives.split(",") if o.strip()]:
-        result = bench(objective, args.conv_impl, args.iterations, dataset)
-        print(json.dumps(result), flush=True)
-        results.append(result)
+    settings = {"conv_impl": args.conv_impl, "iterations": args.iterations}
+    with harness.Record("step_time", settings=settings) as record:
+        for objective in [o.strip() for o in args.objectives.split(",") if o.strip()]:
+            result = record.add(bench(objective, args.conv_impl, args.iterations, dataset))
+            print(json.dumps(result), flush=True)
+            results.append(result)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -12,26 +12,14 @@ jits for ``objective="tm"``.
 Every setting runs in its own process, so the peak resident memory (``ru_maxrss``, including
 compilation) belongs to that setting alone. Also reported: XLA's compiled temp-buffer size, the
 compile time, and wall and CPU seconds per iteration (median over ``--iters`` runs after
-``--warmup`` untimed ones). CPU seconds (all threads) measure the work whatever the load; on a
-quiet 2-core machine the wall time lies between cpu/2 and cpu. The load average is printed
-because on a shared machine the wall time depends on it.
+``--warmup`` untimed ones, at least 1). CPU seconds (all threads) measure the work whatever the
+load; on a quiet 2-core machine the wall time lies between cpu/2 and cpu. The load average is
+printed because on a shared machine the wall time depends on it. Recorded by
+``benchmarks/harness.py``; measured numbers (time linear in syn_steps, peak RSS growing by the
+per-step residuals only): ``benchmarks/RESULTS.md``.
 
     python benchmarks/step_time_tm.py                      # syn_steps 10, 20, 50
     python benchmarks/step_time_tm.py --syn_steps 10 --iters 3 --grad_chunk 0 --conv_impl lax
-
-Measured on the quiet 2-core CPU machine (AMD EPYC, AVX-512, XLA:CPU), 2026-11-24, im2col
-with its custom VJP, grad_chunk 20, median of 2 iterations after 1 warm-up:
-
-    syn_steps   s/it wall   s/it cpu   compile s   peak RSS MB   XLA temp MB
-           10        17.6       33.8         7.7          1043           226
-           20        32.8       63.0         8.4          1078           269
-           50        80.4      154.4         8.0          1288           398
-
-Peak RSS at 50 steps is 1.24x that at 10 (XLA temp 1.8x: +4.3 MB per step, the per-step
-residuals); time is linear in syn_steps. Back to back with the previous im2col (JAX's own
-derivatives of the patch matmul) at syn_steps 10: 22.8 and 20.1 s before, 17.3 and 16.2 s
-after, so single runs vary by ~8% on this machine. grad_chunk 10/20/32/40 gave 17.6/16.2-16.4/
-16.3/17.2 s. Before ``grad_chunk`` (whole batch at once) syn_steps=10 took 2.69 GB peak RSS.
 """
 
 from __future__ import annotations
@@ -39,16 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
-
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+import harness
 
 
 def one(syn_steps: int, iters: int, warmup: int, conv_impl: str, remat: bool,
@@ -58,7 +40,7 @@ def one(syn_steps: int, iters: int, warmup: int, conv_impl: str, remat: bool,
     import jax.numpy as jnp
     import numpy as np
 
-    from fred_jax import experts, models, synset, train
+    from fred_jax import expert_store, models, optimizer, synset
     from fred_jax.objectives import tm
 
     shape, num_classes, ipc, k = (32, 32, 3), 10, 1, 64
@@ -67,15 +49,16 @@ def one(syn_steps: int, iters: int, warmup: int, conv_impl: str, remat: bool,
     labels = np.repeat(np.arange(num_classes), 20)
     syn = synset.init(jax.random.key(0), real, labels, num_classes, ipc=ipc, k=k)
     model = models.get("ConvNet", num_classes, shape, conv_impl=conv_impl)
-    start = experts.flatten_params(models.init(model, jax.random.key(1), shape)["params"])
+    start = expert_store.flatten_params(models.init(model, jax.random.key(1), shape)["params"])
     target = start + 0.01 * jax.random.normal(jax.random.key(2), start.shape)
     y = syn.labels()
-    tx = train.make_optimizer(
-        1e8, 0.5, train.coefficient_lr_scale(np.asarray(syn.indices), shape, "dct", "torch_dct"),
+    tx = optimizer.make_optimizer(
+        1e8, 0.5,
+        optimizer.coefficient_lr_scale(np.asarray(syn.indices), shape, "dct", "torch_dct"),
         {"syn_lr": tm.lr_optimizer(1e-7)})
     learnable = {"coeffs": syn.coeffs, "syn_lr": jnp.asarray(0.01, jnp.float32)}
     opt_state = tx.init(learnable)
-    apply = train.make_apply(tx)
+    apply = optimizer.make_apply(tx)
 
     def step(learnable, opt_state, key):
         def loss_fn(l):
@@ -87,26 +70,23 @@ def one(syn_steps: int, iters: int, warmup: int, conv_impl: str, remat: bool,
         learnable, opt_state = apply(learnable, opt_state, grads)
         return {**learnable, "syn_lr": tm.clip_lr(learnable["syn_lr"])}, opt_state, value
 
-    t = time.perf_counter()
-    compiled = jax.jit(step).lower(learnable, opt_state, jax.random.key(3)).compile()
-    compile_s = time.perf_counter() - t
+    with harness.Stopwatch() as compiling:
+        compiled = jax.jit(step).lower(learnable, opt_state, jax.random.key(3)).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
-    walls, cpus, losses = [], [], []
-    for i in range(warmup + iters):
-        t, c = time.perf_counter(), _cpu_seconds()
-        learnable, opt_state, value = compiled(learnable, opt_state, jax.random.key(4 + i))
-        value = float(value)
-        if i >= warmup:
-            walls.append(time.perf_counter() - t)
-            cpus.append(_cpu_seconds() - c)
-            losses.append(value)
+    carry = [learnable, opt_state, None]
+
+    def call(i):
+        carry[0], carry[1], carry[2] = compiled(carry[0], carry[1], jax.random.key(4 + i))
+        return carry
+
+    timing = harness.timeit(call, iters, warmup - 1, first_is_compile=False)
     return {
         "syn_steps": syn_steps, "conv_impl": conv_impl, "remat": remat,
         "grad_chunk": grad_chunk, "iters": iters, "warmup": warmup,
-        "wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus),
-        "compile_s": compile_s, "xla_temp_mb": temp / 2**20,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "loss": losses[-1], "backend": jax.default_backend(),
+        "wall_s": timing.median, "wall_iqr_s": timing.iqr, "cpu_s": timing.cpu_median,
+        "compile_s": compiling.wall, "xla_temp_mb": temp / 2**20,
+        "peak_rss_mb": harness.peak_rss_mib(), "loss": float(carry[2]),
+        "backend": jax.default_backend(),
     }
 
 
@@ -114,29 +94,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--syn_steps", default="10,20,50", help="comma-separated settings")
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per setting")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first (>= 1)")
     parser.add_argument("--conv_impl", default="im2col", choices=("im2col", "lax", "tapgrad"))
     parser.add_argument("--grad_chunk", type=int, default=20, help="config.tm.grad_chunk")
     parser.add_argument("--no_remat", action="store_true", help="disable rematerialisation")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.warmup < 1 or args.iters < 1:
+        parser.error("need --warmup >= 1 and --iters >= 1")
     if args.one:
         print(json.dumps(one(int(args.syn_steps), args.iters, args.warmup, args.conv_impl,
                              not args.no_remat, args.grad_chunk)))
         return
     rows = []
-    for s in (int(v) for v in args.syn_steps.split(",")):
-        load = os.getloadavg()[0]
-        cmd = [sys.executable, os.path.abspath(__file__), "--one", "--syn_steps", str(s),
-               "--iters", str(args.iters), "--warmup", str(args.warmup), "--conv_impl",
-               args.conv_impl, "--grad_chunk", str(args.grad_chunk)]
-        if args.no_remat:
-            cmd.append("--no_remat")
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        row = json.loads(out.strip().splitlines()[-1])
-        row["load_before"], row["load_after"] = load, os.getloadavg()[0]
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    settings = {k: getattr(args, k) for k in ("iters", "warmup", "conv_impl", "grad_chunk")}
+    with harness.Record("step_time_tm", settings={**settings, "remat": not args.no_remat},
+                        note="peak_rss_mb: each setting's own process") as record:
+        for s in (int(v) for v in args.syn_steps.split(",")):
+            load = harness.load_average()
+            cmd = [sys.executable, os.path.abspath(__file__), "--one", "--syn_steps", str(s),
+                   "--iters", str(args.iters), "--warmup", str(args.warmup), "--conv_impl",
+                   args.conv_impl, "--grad_chunk", str(args.grad_chunk)]
+            if args.no_remat:
+                cmd.append("--no_remat")
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            row["load_before"], row["load_after"] = load, harness.load_average()
+            rows.append(record.add(row))
+            print(json.dumps(row), flush=True)
     print(f"\n{'syn_steps':>9} {'s/it wall':>10} {'s/it cpu':>9} {'compile s':>9} "
           f"{'peak RSS MB':>11} {'XLA temp MB':>11} {'load':>9}")
     for r in rows:

@@ -21,14 +21,15 @@ Coefficient learning rate: the official code trains coefficients of the unnormal
 H x W image is ``s = s_u(H) s_v(W)`` times ours, ``s_0(N) = 2 sqrt(N)``, ``s_k(N) = sqrt(2N)``,
 so SGD with rate ``lr`` on theirs equals SGD with rate ``lr / s^2`` per coefficient on ours
 (momentum is linear, so it carries over exactly). ``lr_convention = "torch_dct"`` applies that
-factor (``fred_jax.train.coefficient_lr_scale``, the one place it is computed; tested in
+factor (``fred_jax.optimizer.coefficient_lr_scale``, the one place it is computed; tested in
 ``tests/test_objectives.py``), so ``lr`` below is the reference's value: here 1e8 / (4 * 32 *
 32) = 24414 for most coefficients, half that on the first row/column, a quarter for the DC term.
 
 Cost: every iteration backpropagates through ``syn_steps`` SGD steps of a ConvNet on all 160
 synthetic images (second order); see ``benchmarks/step_time_tm.py`` for time and memory. Use a
-GPU for the full 15000 iterations, with ``--config.tm.grad_chunk=0`` (``conv_impl`` "auto" picks
-``lax`` there, ``im2col`` on CPU).
+GPU for the full 15000 iterations (the "auto" implementation choices of ``fred_jax.platform``
+pick whole-batch student gradients and ``lax`` convolutions there, pieces of 20 and ``im2col`` on
+CPU).
 
 Provenance: each line says "official <file>:<line>" (sdh0818/FreD at 9f35a7a), "paper" or
 "ours" (no official value; the reason follows). Variants import this file and override what
@@ -36,7 +37,7 @@ differs (``configs/*_ipc*.py``).
 """
 
 from fred_jax import configuration
-from fred_jax.objectives import tm
+from fred_jax.objectives import tm_config
 
 
 def get_config():
@@ -71,7 +72,7 @@ def get_config():
     config.log_every = 10  # ours (bookkeeping; the reference prints every 10 iterations)
     config.checkpoint_every = 500  # ours (bookkeeping)
 
-    config.tm = tm.defaults()
+    config.tm = tm_config.defaults()
     config.tm.syn_steps = 50  # official TM/hyper_params.py:2 SYN_STEPS[CIFAR10][1]
     config.tm.expert_epochs = 2  # official hyper_params.py:5-6 EXPERT_EPOCHS (2 everywhere)
     config.tm.max_start_epoch = 5  # official hyper_params.py:10 MAX_START_EPOCH[CIFAR10][1]
@@ -79,7 +80,8 @@ def get_config():
     config.tm.lr_lr = 1e-7  # official hyper_params.py:14 LR_LR[CIFAR10][1]
     config.tm.batch_syn = 0  # official run_TM_FreD.sh:15 batch_syn (whole set per student step)
     config.tm.num_trajectories = 1  # official main_TM_FreD.py:391-447: one trajectory/iteration
-    config.tm.grad_chunk = 20  # ours (implementation: gradient in pieces of 20; 0 on GPU/TPU)
+    config.tm.grad_chunk = None  # ours (implementation, fred_jax.platform: pieces of 20 on CPU,
+    # the whole batch on GPU/TPU)
     config.tm.max_experts = 0  # ours (implementation: hold all experts' first epochs in memory)
     config.tm.train_experts_if_missing = False  # ours (workflow): True trains the experts first
     config.tm.experts.dir = "experts/cifar10_ConvNetD3"  # ours: expert_*.npy + experts.json
@@ -90,6 +92,7 @@ def get_config():
     config.tm.experts.weight_decay = 0.0  # official buffer.py:130 l2
     config.tm.experts.batch_size = 256  # official buffer.py:119 batch_train
     config.tm.experts.dsa = True  # official buffer.py:122 dsa (DSA on the real batches)
-    config.tm.experts.parallel = 2  # ours (implementation: experts per vmapped step)
+    config.tm.experts.parallel = None  # ours (implementation, fred_jax.platform: 2 on CPU, 10
+    # on GPU/TPU)
     config.tm.experts.seed = 0  # ours: expert i uses fold_in(key(0), i)
     return config

@@ -262,7 +262,7 @@ def apply_draws(x: jax.Array, op: str, draws: dict[str, jax.Array],
 
 def _affine_batch(x: jax.Array, theta: jax.Array, align_corners: bool, siamese: bool) -> jax.Array:
     """`affine` over a batch. With one shared `theta` the batch is sampled as a single
-    `[H, W, N*C]` image: contiguous rows make the gradient's scatter-add ~2x cheaper on CPU."""
+    `[H, W, N*C]` image: contiguous rows make the gradient's scatter-add cheaper on CPU."""
     if not siamese:
         return jax.vmap(lambda im, t: affine(im, t, align_corners))(x, theta)
     n, h, w, c = x.shape

@@ -14,6 +14,11 @@ from typing import Any, Callable, TypeVar
 
 import ml_collections
 
+from fred_jax import datasets, parameterization
+from fred_jax.checks import MAX_LR, ConfigError, require_one_of, require_positive
+from fred_jax.checks import fail as _fail
+from fred_jax.objectives import dc_config, dm_config, tm_config
+
 T = TypeVar("T")
 
 
@@ -44,21 +49,15 @@ def defaults() -> ml_collections.ConfigDict:
     c.num_iterations = 20000  # distillation iterations (the reference's --Iteration)
     c.lr = 1e6  # coefficient learning rate (FreD, in the unit given by lr_convention)
     c.lr_convention = "torch_dct"  # torch_dct: lr as in the official code (unnormalised DCT,
-    # rescaled per coefficient by 1/s^2, see fred_jax.train); orthonormal: lr used as is
+    # rescaled per coefficient by 1/s^2, see fred_jax.synset); orthonormal: lr used as is
     c.lr_pixel = 1.0  # pixel learning rate for parameterization="pixel" (DM 1.0, DC 0.1)
     c.momentum = 0.5  # SGD momentum on the coefficients (reference mom_freq / mom_img)
     c.dsa_strategy = "color_crop_cutout_flip_scale_rotate"  # DSA ops; "" = no augmentation
 
-    c.dm = ml_collections.ConfigDict()
-    c.dm.batch_real = 256  # real images per class per iteration
-    c.dm.chunk = 32  # real images per embedding pass (0: the whole class batch; CPU caches like 32)
-
-    c.dc = ml_collections.ConfigDict()
-    c.dc.batch_real = 256  # real images per class per outer step
-    c.dc.batch_train = 256  # batch size when training the network on the synthetic set
-    c.dc.lr_net = 0.01  # SGD rate of the network between outer steps
-    c.dc.outer_loop = 0  # outer steps per iteration; 0 = reference schedule by ipc
-    c.dc.inner_loop = 0  # network epochs between outer steps; 0 = reference schedule by ipc
+    # --- the objectives' own sections (fred_jax.objectives.<name>_config); TM configs add
+    # config.tm = tm_config.defaults() (an expert folder DM and DC runs have no use for)
+    c.dm = dm_config.defaults()
+    c.dc = dc_config.defaults()
 
     # --- evaluation (fred_jax.evaluate protocol)
     c.eval = ml_collections.ConfigDict()
@@ -71,6 +70,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval.dsa = True  # DSA on every training batch
     c.eval.dc_augment = ""  # instead of DSA (eval.dsa=False): DC augmentation ops, one per image
     # (fred_jax.dc_augment; the official DC evaluates MNIST with "crop_scale_rotate"); "" = none
+    c.eval.validation_per_class = 0  # ours: hold out this many real train images per class
+    # (not distilled from) and also pick synset_best_validation.npz by accuracy on them; the
+    # official code picks its best set by test accuracy only (synset_best.npz, kept)
     c.eval.conv_impl = "auto"  # evaluation convolutions: auto = tapgrad on CPU, lax elsewhere
 
     # --- bookkeeping
@@ -82,15 +84,6 @@ def defaults() -> ml_collections.ConfigDict:
     c.num_devices = 0  # devices in the mesh: 0 = all devices of all hosts; N = the first N
     # (1: unsharded programs; a multi-host run must use all)
     return c
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message says which field and why."""
-
-
-MAX_LR = 1e12
-"""Largest accepted learning rate: the official rates go up to 1e8 (TM, unnormalised DCT);
-1e30 only makes the synthetic set explode."""
 
 
 def one_line(error: BaseException, limit: int | None = None) -> str:
@@ -122,21 +115,10 @@ def run_command(body: Callable[[], T], verbose: bool) -> T:
 
 
 DATASETS: dict[str, tuple[tuple[int, ...], int]] = {
-    "mnist": ((28, 28, 1), 10),
-    "fashion_mnist": ((28, 28, 1), 10),
-    "cifar10": ((32, 32, 3), 10),
-    "cifar100": ((32, 32, 3), 100),
-    "svhn": ((32, 32, 3), 10),
-    "tiny_imagenet": ((64, 64, 3), 200),
-    **{name: ((128, 128, 3), 10) for name in (
-        "imagenette", "imagewoof", "imagefruit", "imageyellow", "imagemeow", "imagesquawk",
-        "imagenette_fastai")},
-}
-"""Dataset name -> (image shape, classes), known without loading anything."""
+    name: (spec.image_shape, spec.num_classes) for name, spec in datasets.SPECS.items()}
+"""Dataset name -> (image shape, classes), read from the table of ``fred_jax.datasets``."""
 
-PARAMETERIZATIONS = ("fred", "pixel")
-NORM_STATS = ("dataset", "cifar10")  # fred_jax.data.NORM_STATS (configs load without JAX)
-LR_CONVENTIONS = ("torch_dct", "orthonormal")
+NORM_STATS = datasets.NORM_STATS
 
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
@@ -153,44 +135,21 @@ def run_app(main: Callable[[list[str]], None]) -> None:
     app.run(main)
 
 
-def _fail(field: str, message: str) -> None:
-    raise ConfigError(f"config.{field}: {message}")
-
-
-def _lookup(config: Any, field: str) -> Any:
-    """The value of a dotted field, from the config root."""
-    value = config
-    for part in field.split("."):
-        value = value[part]
-    return value
-
-
-def require_positive(config: Any, fields: tuple[str, ...]) -> None:
-    """Raise ConfigError naming the first dotted field (from the config root) that is < 1."""
-    for field in fields:
-        value = _lookup(config, field)
-        if int(value) < 1:
-            _fail(field, f"must be >= 1, got {value}")
-
-
 def require_conv_impl(config: Any, field: str, *, auto: bool) -> None:
     """Raise ConfigError unless the dotted ``field`` names a convolution implementation
     (``models.CONV_IMPLS``, or ``"auto"`` where ``auto``: the backend's default)."""
     from fred_jax import models  # deferred like validate's: configs load without JAX
 
-    value = _lookup(config, field)
-    choices = ("auto", *models.CONV_IMPLS) if auto else models.CONV_IMPLS
-    if value not in choices:
-        _fail(field, f"{value!r} is not one of {choices}")
+    require_one_of(config, field, ("auto", *models.CONV_IMPLS) if auto else models.CONV_IMPLS)
 
 
-def _check_fields(config: Any, sections: tuple[str, ...]) -> None:
-    """Every default field present, no unknown (misspelt) ones; top-level ``sections`` (the
-    objectives' own sub-configs, e.g. ``tm``) may be added freely."""
+def _check_fields(config: Any) -> None:
+    """Every default field present, no unknown (misspelt) ones; the ``tm`` section, which only
+    TM configs carry, against its own defaults when present."""
 
     def walk(ref, cfg, prefix):
         for name in cfg.keys():
-            if name not in ref and not (prefix == "" and name in sections):
+            if name not in ref:
                 _fail(prefix + name, f"unknown field (known: {sorted(ref.keys())})")
         for name in ref.keys():
             if name not in cfg:
@@ -198,7 +157,10 @@ def _check_fields(config: Any, sections: tuple[str, ...]) -> None:
             if isinstance(ref[name], ml_collections.ConfigDict):
                 walk(ref[name], cfg[name], f"{prefix}{name}.")
 
-    walk(defaults(), config, "")
+    reference = defaults()
+    if "tm" in config:
+        reference.tm = tm_config.defaults()
+    walk(reference, config, "")
 
 
 def validate(config: Any, *, dataset: Any = None) -> dict:
@@ -211,9 +173,10 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
     """
     from fred_jax import augment, masks, models, objectives, synset, transforms
 
-    _check_fields(config, objectives.NAMES)
-    if config.parameterization not in PARAMETERIZATIONS:
-        _fail("parameterization", f"{config.parameterization!r} is not one of {PARAMETERIZATIONS}")
+    _check_fields(config)
+    if config.parameterization not in parameterization.PARAMETERIZATIONS:
+        _fail("parameterization", f"{config.parameterization!r} is not one of "
+                                  f"{parameterization.PARAMETERIZATIONS}")
     if config.objective not in objectives.NAMES:
         _fail("objective", f"unknown objective {config.objective!r}; expected one of "
                            f"{objectives.NAMES}")
@@ -224,8 +187,6 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
     if int(config.eval.num_eval) > 0 and not config.eval.models.strip(" ,"):
         _fail("eval.models", "no model to evaluate; name at least one (e.g. ConvNetD3), or set "
                              "eval.num_eval=0 to skip the evaluation")
-    if config.objective == "dc" and config.model in models.BATCHNORM_ARCHS:
-        _fail("model", f"{config.model} has BatchNorm, which DC matching does not support here")
     require_conv_impl(config, "conv_impl", auto=True)
     require_conv_impl(config, "eval.conv_impl", auto=True)
     if config.transform not in transforms.NAMES:
@@ -233,18 +194,16 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
                            f"{transforms.NAMES}")
     if config.mask_kind not in masks.KINDS:
         _fail("mask_kind", f"unknown mask kind {config.mask_kind!r}; expected one of {masks.KINDS}")
-    if config.lr_convention not in LR_CONVENTIONS:
-        _fail("lr_convention", f"{config.lr_convention!r} is not one of {LR_CONVENTIONS}")
+    if config.lr_convention not in parameterization.LR_CONVENTIONS:
+        _fail("lr_convention", f"{config.lr_convention!r} is not one of "
+                               f"{parameterization.LR_CONVENTIONS}")
     if config.norm_stats not in NORM_STATS:
         _fail("norm_stats", f"{config.norm_stats!r} is not one of {NORM_STATS}")
     for name in (b.strip() for b in config.baselines.split(",") if b.strip()):
-        if name not in PARAMETERIZATIONS or name == config.parameterization:
+        if name not in parameterization.PARAMETERIZATIONS or name == config.parameterization:
             _fail("baselines", f"{name!r}: expected other parameterizations than "
-                               f"{config.parameterization!r} among {PARAMETERIZATIONS}")
-    if (config.parameterization == "fred" and config.lr_convention == "torch_dct"
-            and config.transform != "dct"):
-        _fail("lr_convention", f"'torch_dct' rescales DCT coefficients; transform is "
-                               f"{config.transform!r} (use 'orthonormal')")
+                               f"{config.parameterization!r} among "
+                               f"{parameterization.PARAMETERIZATIONS}")
     try:
         augment.parse_strategy(config.dsa_strategy)
     except ValueError as e:
@@ -260,10 +219,10 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
             _fail("eval.dc_augment", "the DC augmentation replaces DSA in evaluation: set "
                                      "eval.dsa=False with it")
     require_positive(config, ("num_iterations", "log_every", "checkpoint_every",
-                              "keep_checkpoints", "dm.batch_real", "dc.batch_real",
-                              "dc.batch_train", "eval.batch_size", "eval.epochs"))
-    if int(config.dm.chunk) < 0:
-        _fail("dm.chunk", f"must be >= 0 (0: the whole class batch), got {config.dm.chunk}")
+                              "keep_checkpoints", "eval.batch_size", "eval.epochs"))
+    if int(config.eval.validation_per_class) < 0:
+        _fail("eval.validation_per_class", f"must be >= 0 (0: no validation split), got "
+                                           f"{config.eval.validation_per_class}")
     if int(config.eval.every) < 0 or int(config.eval.num_eval) < 0:
         _fail("eval", "every and num_eval must be >= 0")
     for field in ("lr", "lr_pixel", "eval.lr"):
@@ -286,31 +245,33 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
         _fail("dsa_strategy", f"DSA needs 2-D images, {config.dataset} has shape {image_shape}")
     spatial = image_shape[:-1]
     d = math.prod(spatial)
-    k = d if config.parameterization == "pixel" else int(config.k)
-    if config.parameterization == "fred" and k < 1:
-        _fail("k", f"must be >= 1 kept coefficient per channel, got {k}")
-    if config.parameterization == "fred" and k > d:
-        _fail("k", f"k={k} kept coefficients per channel, but a {config.dataset} image has only "
-                   f"d={d} values per channel ({'x'.join(map(str, spatial))})")
+    try:
+        resolved = parameterization.resolve(config, spatial)
+    except ValueError as e:
+        _fail("parameterization", str(e))
+    if resolved.lr_convention == "torch_dct" and resolved.transform != "dct":
+        _fail("lr_convention", f"'torch_dct' rescales DCT coefficients; transform is "
+                               f"{resolved.transform!r} (use 'orthonormal')")
+    k = resolved.k
+    if resolved.k_field and k < 1:
+        _fail(resolved.k_field, f"must be >= 1 kept coefficient per channel, got {k}")
+    if resolved.k_field and k > d:
+        _fail(resolved.k_field, f"k={k} kept coefficients per channel, but a {config.dataset} "
+                                f"image has only d={d} values per channel "
+                                f"({'x'.join(map(str, spatial))})")
     try:
         n = synset.instances_per_class(int(config.ipc), spatial, k)
     except ValueError as e:
         _fail("ipc", f"the budget gives no instance: {e}")
-    if config.objective == "dc" and not config.dc.outer_loop:
-        from fred_jax.objectives import dc
-
-        if int(config.ipc) not in dc.LOOPS:
-            _fail("dc.outer_loop", f"no reference loop schedule for ipc={config.ipc} (known: "
-                                   f"{sorted(dc.LOOPS)}); set dc.outer_loop and dc.inner_loop")
-    if config.objective == "dc" and bool(config.dc.outer_loop) != bool(config.dc.inner_loop):
-        _fail("dc.inner_loop", "set both dc.outer_loop and dc.inner_loop, or neither")
+    for section in (dm_config, dc_config, tm_config):  # each objective checks its own
+        section.check(config)
     if dataset is None:
         _check_data(config)
     return {"image_shape": image_shape, "num_classes": num_classes, "k": k,
             "instances_per_class": n}
 
 
-LOCAL_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "tiny_imagenet")
+LOCAL_DATASETS = datasets.LOCAL_NAMES
 """Datasets that ``fred_jax.data`` builds from original files: read from ``data_dir/<name>/``
 when a data dir is set, downloaded otherwise."""
 
@@ -318,15 +279,18 @@ when a data dir is set, downloaded otherwise."""
 def _prepared(name: str) -> bool:
     """Whether ``fred_jax.data`` has already built ``name`` into the tfds data dir (then it
     reads no original file)."""
-    from fred_jax import data
+    from fred_jax import sources  # deferred: numpy, and tfds when asked
 
-    return data.is_prepared(name)
+    return sources.is_prepared(name)
 
 
 def _check_data(config: Any) -> None:
     """Offline datasets need their folder of original files where ``fred_jax.data`` reads it
     (``config.data_dir``, else ``$FRED_DATA_DIR``) unless tfds already holds the built
     dataset; the loader itself checks the files."""
+    if datasets.SPECS.get(config.dataset) and datasets.SPECS[config.dataset].source == "mnist3d":
+        _check_mnist3d(config)
+        return
     if config.dataset not in LOCAL_DATASETS:
         return
     root = config.data_dir or os.environ.get("FRED_DATA_DIR", "")
@@ -338,6 +302,21 @@ def _check_data(config: Any) -> None:
         _fail("dataset", f"data for {config.dataset!r} not found: {folder} (from {source}) is "
                          f"missing or empty; put the original files there (see "
                          f"fred_jax.data and shared/data/README.md)")
+
+
+def _check_mnist3d(config: Any) -> None:
+    """3D MNIST needs its h5 file under the data dir; the stand-in needs it, an already
+    generated copy, or the MNIST originals to generate it from (``fred_jax.mnist3d.locate``)."""
+    from fred_jax import mnist3d  # numpy only
+
+    root = config.data_dir or os.environ.get("FRED_DATA_DIR", "")
+    try:
+        path = mnist3d.locate(config.dataset, root or None, generate=False)
+    except FileNotFoundError as e:
+        _fail("dataset", str(e))
+    if config.dataset == "mnist3d" and not path.is_file():
+        _fail("dataset", f"3D MNIST file not found: {path}; download {mnist3d.FILE} from "
+                         f"{mnist3d.KAGGLE_URL}, or use dataset {mnist3d.STANDIN!r}")
 
 
 def from_file(path: str) -> ml_collections.ConfigDict:

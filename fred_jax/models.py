@@ -14,10 +14,9 @@ Initialisation is PyTorch's default (``kaiming_uniform(a=sqrt(5))``): weights an
 convolutions and linear layers ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); norm scales 1, offsets 0.
 Normalisation: ``instancenorm`` = torch ``GroupNorm(C, C)`` (per-sample, per-channel, affine),
 ``groupnorm`` = 4 groups, ``layernorm`` over (spatial, channel) with per-element affine,
-``batchnorm`` = torch ``BatchNorm2d`` (:class:`BatchNorm`: normalises by the biased batch
-variance, updates the running variance with the unbiased one, momentum 0.1; a ``batch_stats``
-collection). eps 1e-5 everywhere. Pooling is
-non-overlapping with floor sizes like torch, written as crop + reshape + mean/max.
+``batchnorm`` = torch ``BatchNorm2d`` (:class:`BatchNorm`, a ``batch_stats`` collection).
+eps 1e-5 everywhere. Pooling is non-overlapping with floor sizes like torch,
+written as crop + reshape + mean/max.
 
 Usage::
 
@@ -32,57 +31,12 @@ A flat parameter vector for trajectory matching: ``jax.flatten_util.ravel_pytree
 returns ``(vector, unravel)``; leaf order is the (sorted, deterministic) pytree order, identical
 for every convolution implementation.
 
-Convolution implementations (``conv_impl``), same parameters and the same numbers:
-- ``"lax"``: ``jax.lax.conv_general_dilated``; JAX's own derivatives.
-- ``"im2col"``: explicit patch extraction (padding + one strided slice per kernel tap,
-  concatenated on the channel axis) followed by one matmul with the reshaped kernel, with a
-  custom VJP: the input gradient is again a patch convolution (of the output gradient, with the
-  flipped kernel), the kernel gradient one matmul patches^T dy whose own VJP is two patch
-  convolutions. Every order of derivative (trajectory matching: grad of a loss that contains
-  SGD steps on the network) stays slices, concatenations and row-major matmuls; on XLA:CPU the
-  transposed/dilated convolutions that lax.conv differentiates into are slow, and JAX's own
-  transposes of the patch matmul made transposed products and col2im scatters.
-- ``"tapgrad"``: ``lax`` forward with a custom VJP (input gradient as a forward convolution,
-  kernel gradient as one matmul per tap; second order goes through the same rules). XLA:CPU's
-  kernel-gradient convolution is ~150x slower inside ``lax.scan``/``lax.map`` loops than outside
-  them; tapgrad has no such cliff, which lets CPU evaluation loop over seeds and gradient pieces.
-Both custom VJPs take the input gradient of a layer with fewer input than output channels (the
-RGB layer) as JAX's transpose of the patch matmul (27 values per pixel, not 1152).
-
-Measured on this machine (XLA:CPU, quiet, 2026-11-24; best of 3 runs), ConvNet 3x32x32, 10
-classes, ``python benchmarks/conv_impl.py --repeats 3 --variants
-lax,tapgrad,im2col,im2col/autodiff``:
-
-    impl              | 2nd-order: grad wrt 32 images  | fwd+bwd wrt params, batch 256
-                      | of 2 SGD steps + param distance|
-                      | compile s  run s  run CPU s    | compile s  run s  run CPU s
-    lax               |    4.93    1.56     2.82       |    2.34    1.67     3.11
-    tapgrad           |    4.95    1.02     1.85       |    2.01    1.14     2.14
-    im2col            |    3.66    0.59     1.09       |    1.95    1.03     1.99
-    im2col, JAX's VJP |    3.53    0.73     1.38       |    2.07    1.19     2.22
-
-and earlier, on the machine shared with ~10 other processes (wall times inflated; im2col
-variants with JAX's own derivatives):
-
-    impl              | compile s  run s  run CPU s    | compile s  run s  run CPU s
-    lax               |   29.3     7.76     2.87       |   14.1     8.86     3.53
-    im2col (slices)   |   15.3     3.81     1.55       |   11.2     6.68     2.28
-    im2col (patches)  |   26.7    13.51     4.50       |   27.6    24.39     8.50
-    im2col (shiftsum) |   36.1     6.98     2.80       |   15.3     7.74     3.67
-
-"slices" beats ``lax.conv_general_dilated_patches`` + matmul ("patches", itself a grouped
-convolution) and a sum of per-tap matmuls ("shiftsum"). At TM shapes the custom VJP took an
-iteration (``benchmarks/step_time_tm.py``, syn_steps 10) from 19.5-20.5 s to 16.2-16.4 s. In
-CPU evaluation loops tapgrad is as fast as im2col or faster (``benchmarks/evaluate.py``: 5 seeds
-0.46 vs 0.41 epochs/s), so evaluation keeps tapgrad.
-Instance norm is written directly (:class:`InstanceNorm`) rather than with ``nn.GroupNorm``:
-that alone took the im2col second-order step from 1.95 to 1.54 CPU s.
+Convolutions (``conv_impl``: same parameters, same numbers) are :mod:`fred_jax.conv`'s.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -92,7 +46,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("lax", "im2col", "tapgrad")
+from fred_jax.conv import CONV_IMPLS, conv  # CONV_IMPLS also read from here (configuration)
+
 NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")
 ACTIVATIONS = ("relu", "sigmoid", "leakyrelu")
 POOLINGS = ("avgpooling", "maxpooling", "none")
@@ -109,194 +64,6 @@ def _torch_uniform(fan_in: int) -> Callable[..., jax.Array]:
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
-
-
-def conv(
-    x: jax.Array,
-    kernel: jax.Array,
-    *,
-    strides: Sequence[int],
-    padding: int,
-    impl: str = "lax",
-) -> jax.Array:
-    """N-D convolution (cross-correlation) of channels-last ``x`` with a ``[*k, in, out]`` kernel.
-
-    Symmetric zero padding ``padding`` on every spatial axis, floor output size like PyTorch.
-    """
-    nd = kernel.ndim - 2
-    if not 1 <= nd <= 3 or x.ndim != nd + 2:
-        raise ValueError(
-            f"conv: need a [*k, in, out] kernel with 1-3 spatial dims and an input of rank "
-            f"{nd + 2}, got kernel {kernel.shape} and input {x.shape}"
-        )
-    strides = tuple(strides)
-    if impl == "lax":
-        return _lax_conv(x, kernel, strides, ((padding, padding),) * nd)
-    if impl == "im2col":
-        return _im2col_conv(x, kernel, strides, padding)
-    if impl == "tapgrad":
-        return _tapgrad_conv(x, kernel, strides, padding)
-    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
-
-
-def _lax_conv(
-    x: jax.Array,
-    kernel: jax.Array,
-    strides: tuple[int, ...],
-    padding: tuple[tuple[int, int], ...],
-) -> jax.Array:
-    """Channels-last ``lax.conv_general_dilated`` with a ``[*k, in, out]`` kernel."""
-    spatial = "DHW"[-(kernel.ndim - 2):]
-    return lax.conv_general_dilated(
-        x, kernel, window_strides=strides, padding=padding,
-        dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
-
-
-def _taps(x: jax.Array, ksize: tuple[int, ...], strides: tuple[int, ...], padding: int,
-          out: Sequence[int]) -> list[jax.Array]:
-    """One strided slice of the padded input per kernel tap: ``[N, *out, in]`` each."""
-    nd = len(ksize)
-    if padding:
-        x = jnp.pad(x, [(0, 0)] + [(padding, padding)] * nd + [(0, 0)])
-    cols = []
-    for offset in itertools.product(*(range(k) for k in ksize)):
-        limit = (x.shape[0], *(o + st * (n - 1) + 1 for o, st, n in zip(offset, strides, out)),
-                 x.shape[-1])
-        cols.append(lax.slice(x, (0, *offset, 0), limit, (1, *strides, 1)))
-    return cols
-
-
-def _patches(x: jax.Array, ksize: tuple[int, ...], strides: tuple[int, ...], padding: int,
-             out: Sequence[int]) -> jax.Array:
-    """``[N, *out, taps * in]``: the taps of :func:`_taps` concatenated, channels (tap, in)."""
-    cols = _taps(x, ksize, strides, padding, out)
-    return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-
-
-def _input_grad(conv_fn: Callable[..., jax.Array], x_shape: Sequence[int], kernel: jax.Array,
-                strides: tuple[int, ...], padding: int, dy: jax.Array) -> jax.Array:
-    """Input gradient of a convolution with ``kernel`` at output gradient ``dy``.
-
-    Usually a forward convolution (``conv_fn``) of ``dy`` dilated by the strides (``lax.pad``
-    interior), padded by k - 1 - padding (negative: cropped) plus, high, the input rows a
-    strided forward pass never reached, with the flipped, transposed kernel. When the input has
-    fewer channels than the output (a network's first layer), JAX's transpose of the patch
-    matmul instead: dy @ kernel^T, then the patches summed back (col2im), 27 values per pixel
-    for RGB where the forward form would build 1152. For 160 CIFAR images the RGB layer's input
-    gradient took 14 ms this way against 86-90 ms for ``lax`` and the forward form.
-    """
-    if x_shape[-1] < dy.shape[-1]:
-        zeros = jnp.zeros(x_shape, dy.dtype)
-        return jax.vjp(lambda x: _patch_matmul(x, kernel, strides, padding), zeros)[1](dy)[0]
-    nd = kernel.ndim - 2
-    ksize, out = kernel.shape[:nd], dy.shape[1:-1]
-    rest = [s + 2 * padding - k - st * (o - 1) for s, k, st, o in
-            zip(x_shape[1:-1], ksize, strides, out)]
-    config = [(0, 0, 0), *((k - 1 - padding, k - 1 - padding + r, st - 1)
-                           for k, r, st in zip(ksize, rest, strides)), (0, 0, 0)]
-    flipped = jnp.flip(kernel, tuple(range(nd))).swapaxes(-1, -2)
-    return conv_fn(lax.pad(dy, jnp.zeros((), dy.dtype), config), flipped, (1,) * nd, 0)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _tapgrad_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
-                  padding: int) -> jax.Array:
-    """``lax`` convolution whose derivatives avoid XLA:CPU's slow backward convolutions.
-
-    Input gradient: a forward convolution of the (dilated, for strides) output gradient with
-    the flipped, transposed kernel. Kernel gradient: one matmul per kernel tap between the
-    tap's input slice and the output gradient. Both rules are again built from ``_tapgrad_conv``,
-    slices and matmuls, so second-order gradients (TM, DC) take the same fast path. Inside
-    ``lax.scan``/``while`` loops XLA:CPU's native kernel-gradient convolution was ~150x slower
-    than these matmuls (16x16x128 -> 128 convolution, batch 32: 14.7 s vs 0.12 s for 5 steps).
-    """
-    return _lax_conv(x, kernel, strides, ((padding, padding),) * (kernel.ndim - 2))
-
-
-def _tapgrad_fwd(x, kernel, strides, padding):
-    return _tapgrad_conv(x, kernel, strides, padding), (x, kernel)
-
-
-def _tapgrad_bwd(strides, padding, residuals, dy):
-    x, kernel = residuals
-    nd = kernel.ndim - 2
-    dx = _input_grad(_tapgrad_conv, x.shape, kernel, strides, padding, dy)
-    # Kernel gradient: per tap, contract the tap's input slice with dy over batch and space.
-    contract = tuple(range(nd + 1))
-    dk = jnp.stack([lax.dot_general(c, dy, ((contract, contract), ((), ())))
-                    for c in _taps(x, kernel.shape[:nd], strides, padding, dy.shape[1:-1])])
-    return dx, dk.reshape(kernel.shape)
-
-
-_tapgrad_conv.defvjp(_tapgrad_fwd, _tapgrad_bwd)
-
-
-def _patch_matmul(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
-                  padding: int) -> jax.Array:
-    """Convolution as pad + one strided slice per kernel tap + concat + a single matmul.
-
-    Patch channels are ordered (tap, in-channel), matching ``kernel.reshape(-1, out)``.
-    """
-    nd = kernel.ndim - 2
-    ksize = kernel.shape[:nd]
-    out = [(s + 2 * padding - k) // st + 1 for s, k, st in zip(x.shape[1:-1], ksize, strides)]
-    if min(out) < 1:
-        raise ValueError(f"conv: input {x.shape} (padded) is smaller than the kernel {ksize}")
-    return jnp.dot(_patches(x, ksize, strides, padding, out),
-                   kernel.reshape(-1, kernel.shape[-1]))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
-                 padding: int) -> jax.Array:
-    """Patch-matmul convolution whose derivatives are again patch matmuls in row-major layout.
-
-    Input gradient: :func:`_input_grad`. Kernel gradient: :func:`_im2col_kernel_grad`
-    (patches^T dy), whose own VJP is two forward convolutions. So every order of derivative is
-    slices, concatenations and plain matmuls; JAX's own transposes of the patch matmul
-    produced transposed [patches, pixels] products and col2im scatters that, at TM shapes on
-    XLA:CPU, cost about as much as the matmuls (``benchmarks/step_time_tm.py``).
-    """
-    return _patch_matmul(x, kernel, strides, padding)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, ksize: tuple[int, ...],
-                        strides: tuple[int, ...], padding: int) -> jax.Array:
-    """Kernel gradient ``[*k, in, out]`` of :func:`_im2col_conv`: patches^T dy, one matmul."""
-    contract = tuple(range(len(ksize) + 1))
-    dk = lax.dot_general(_patches(x, ksize, strides, padding, dy.shape[1:-1]), dy,
-                         ((contract, contract), ((), ())))
-    return dk.reshape(*ksize, x.shape[-1], dy.shape[-1])
-
-
-def _im2col_kernel_grad_fwd(x, dy, ksize, strides, padding):
-    return _im2col_kernel_grad(x, dy, ksize, strides, padding), (x, dy)
-
-
-def _im2col_kernel_grad_bwd(ksize, strides, padding, residuals, ct):
-    # <ct, patches(x)^T dy> is bilinear: its x-gradient is the input gradient of a convolution
-    # with kernel ct at output gradient dy, its dy-gradient the convolution of x with ct.
-    x, dy = residuals
-    return (_input_grad(_im2col_conv, x.shape, ct, strides, padding, dy),
-            _im2col_conv(x, ct, strides, padding))
-
-
-_im2col_kernel_grad.defvjp(_im2col_kernel_grad_fwd, _im2col_kernel_grad_bwd)
-
-
-def _im2col_fwd(x, kernel, strides, padding):
-    return _im2col_conv(x, kernel, strides, padding), (x, kernel)
-
-
-def _im2col_bwd(strides, padding, residuals, dy):
-    x, kernel = residuals
-    nd = kernel.ndim - 2
-    return (_input_grad(_im2col_conv, x.shape, kernel, strides, padding, dy),
-            _im2col_kernel_grad(x, dy, kernel.shape[:nd], strides, padding))
-
-
-_im2col_conv.defvjp(_im2col_fwd, _im2col_bwd)
 
 
 class Conv(nn.Module):
@@ -316,16 +83,10 @@ class Conv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         in_ch = x.shape[-1]
         fan_in = in_ch * math.prod(self.kernel_size)
-        kernel = self.param(
-            "kernel", _torch_uniform(fan_in), (*self.kernel_size, in_ch, self.features)
-        )
-        y = conv(
-            x,
-            kernel,
-            strides=(self.strides,) * len(self.kernel_size),
-            padding=self.padding,
-            impl=self.impl,
-        )
+        kernel = self.param("kernel", _torch_uniform(fan_in),
+                            (*self.kernel_size, in_ch, self.features))
+        y = conv(x, kernel, strides=(self.strides,) * len(self.kernel_size),
+                 padding=self.padding, impl=self.impl)
         if self.use_bias:
             y = y + self.param("bias", _torch_uniform(fan_in), (self.features,))
         return y
@@ -382,7 +143,8 @@ class InstanceNorm(nn.Module):
     """Per-sample, per-channel normalisation over the spatial axes with a per-channel affine.
 
     Same numbers and parameters (``scale``, ``bias``) as ``nn.GroupNorm(group_size=1)`` (torch
-    ``GroupNorm(C, C)``), written directly: cheaper derivatives (see the module docstring).
+    ``GroupNorm(C, C)``), written directly: its derivatives are cheaper, which speeds up the
+    second-order objectives (``benchmarks/conv_impl.py``).
     """
 
     epsilon: float = 1e-5
@@ -476,20 +238,11 @@ class ConvNet(nn.Module):
         act = _activation(self.act)
         quirk = x.shape[-1] == 1
         for d in range(self.depth):
-            x = Conv(
-                self.width,
-                (3,) * self.ndim,
-                padding=3 if quirk and d == 0 else 1,
-                impl=self.conv_impl,
-                name=f"conv{d}",
-            )(x)
-            x = _norm(self.norm, x, train, f"norm{d}")
-            x = act(x)
-            x = _pool(x, self.pooling, 2)
+            x = Conv(self.width, (3,) * self.ndim, padding=3 if quirk and d == 0 else 1,
+                     impl=self.conv_impl, name=f"conv{d}")(x)
+            x = _pool(act(_norm(self.norm, x, train, f"norm{d}")), self.pooling, 2)
         x = _flatten(x)
-        if features:
-            return x
-        return Dense(self.num_classes, name="classifier")(x)
+        return x if features else Dense(self.num_classes, name="classifier")(x)
 
 
 class MLP(nn.Module):
@@ -502,9 +255,7 @@ class MLP(nn.Module):
         _check_input(x, 2)
         x = nn.relu(Dense(128, name="fc_1")(_flatten(x)))
         x = nn.relu(Dense(128, name="fc_2")(x))
-        if features:
-            return x
-        return Dense(self.num_classes, name="fc_3")(x)
+        return x if features else Dense(self.num_classes, name="fc_3")(x)
 
 
 class LeNet(nn.Module):
@@ -523,9 +274,7 @@ class LeNet(nn.Module):
         x = _pool(x, "maxpooling", 2)
         x = nn.relu(Dense(120, name="fc_1")(_flatten(x)))
         x = nn.relu(Dense(84, name="fc_2")(x))
-        if features:
-            return x
-        return Dense(self.num_classes, name="fc_3")(x)
+        return x if features else Dense(self.num_classes, name="fc_3")(x)
 
 
 class AlexNet(nn.Module):
@@ -547,9 +296,7 @@ class AlexNet(nn.Module):
             if pool:
                 x = _pool(x, "maxpooling", 2)
         x = _flatten(x)
-        if features:
-            return x
-        return Dense(self.num_classes, name="fc")(x)
+        return x if features else Dense(self.num_classes, name="fc")(x)
 
 
 VGG_CFG = {"VGG11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")}
@@ -575,9 +322,7 @@ class VGG(nn.Module):
             x = Conv(v, (3, 3), padding=pad, impl=self.conv_impl, name=f"conv{i}")(x)
             x = nn.relu(_norm(self.norm, x, train, f"norm{i}"))
         x = _flatten(x)
-        if features:
-            return x
-        return Dense(self.num_classes, name="classifier")(x)
+        return x if features else Dense(self.num_classes, name="classifier")(x)
 
 
 class BasicBlock(nn.Module):
@@ -635,17 +380,13 @@ class ResNet18(nn.Module):
         if not self.ap:
             x = _pool(x, "avgpooling", 4)
         x = _flatten(x)
-        if features:
-            return x
-        return Dense(self.num_classes, name="classifier")(x)
+        return x if features else Dense(self.num_classes, name="classifier")(x)
 
 
 def _check_input(x: jax.Array, ndim: int) -> None:
     if x.ndim != ndim + 2:
-        raise ValueError(
-            f"expected input [N, {'D, ' if ndim == 3 else ''}H, W, C] of rank {ndim + 2}, "
-            f"got shape {x.shape}"
-        )
+        raise ValueError(f"expected input [N, {'D, ' if ndim == 3 else ''}H, W, C] of rank "
+                         f"{ndim + 2}, got shape {x.shape}")
 
 
 # ----------------------------------------------------------------------------- registry
@@ -654,16 +395,12 @@ _CONVNET_VARIANTS: dict[str, dict[str, Any]] = {
     "ConvNet": {},
     **{f"ConvNetD{d}": {"depth": d} for d in range(1, 6)},
     **{f"ConvNetW{w}": {"width": w} for w in (32, 64, 128, 256, 512)},
-    "ConvNetAS": {"act": "sigmoid"},
-    "ConvNetAR": {"act": "relu"},
+    "ConvNetAS": {"act": "sigmoid"}, "ConvNetAR": {"act": "relu"},
     "ConvNetAL": {"act": "leakyrelu"},
-    "ConvNetNN": {"norm": "none"},
-    "ConvNetBN": {"norm": "batchnorm"},
-    "ConvNetLN": {"norm": "layernorm"},
-    "ConvNetIN": {"norm": "instancenorm"},
+    "ConvNetNN": {"norm": "none"}, "ConvNetBN": {"norm": "batchnorm"},
+    "ConvNetLN": {"norm": "layernorm"}, "ConvNetIN": {"norm": "instancenorm"},
     "ConvNetGN": {"norm": "groupnorm"},
-    "ConvNetNP": {"pooling": "none"},
-    "ConvNetMP": {"pooling": "maxpooling"},
+    "ConvNetNP": {"pooling": "none"}, "ConvNetMP": {"pooling": "maxpooling"},
     "ConvNetAP": {"pooling": "avgpooling"},
 }
 
@@ -684,14 +421,12 @@ ARCHS: tuple[str, ...] = (*_CONVNET_VARIANTS, "ConvNet3D", *_OTHERS)
 """All architecture names accepted by :func:`get`."""
 
 BATCHNORM_ARCHS: frozenset[str] = frozenset(
-    {"ConvNetBN", "AlexNetBN", "VGG11BN", "ResNet18BN", "ResNet18BN_AP"}
-)
+    {"ConvNetBN", "AlexNetBN", "VGG11BN", "ResNet18BN", "ResNet18BN_AP"})
 """Architectures with a ``batch_stats`` collection (apply with ``mutable=["batch_stats"]``)."""
 
 
-def get(
-    name: str, num_classes: int, image_shape: Sequence[int], *, conv_impl: str = "lax"
-) -> nn.Module:
+def get(name: str, num_classes: int, image_shape: Sequence[int], *,
+        conv_impl: str = "lax") -> nn.Module:
     """Build architecture ``name`` for inputs of ``image_shape`` (``(H, W, C)``; ConvNet3D:
     ``(D, H, W, C)``) and ``num_classes`` outputs, with convolutions by ``conv_impl``."""
     if name not in ARCHS:

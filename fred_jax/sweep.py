@@ -4,14 +4,17 @@
         --sweep mask_kind=evr,low_pass,band_stop,high_pass,random,amplitude
     python -m fred_jax.sweep --config configs/study_budget.py --workdir runs/budget \
         --sweep k=16,32,64,128,256 --baseline parameterization=pixel
+    python -m fred_jax.sweep --config configs/study_transform.py --workdir runs/transforms \
+        --variant transform=dct --variant transform=dft,lr_convention=orthonormal,lr=244.140625
 
 Each variant distils into ``<workdir>/<field>=<value>[,...]`` through ``fred_jax.train.run``, so
 an interrupted sweep resumes where it stopped and a finished variant (its ``results.json`` holds
 the final evaluation) is read back, not run again. Several ``--sweep`` flags make the product
-grid. ``--baseline`` adds one run with those overrides (e.g. the pixel baseline at the same
-budget), drawn as a dashed line. The gathered table goes to ``sweep.csv`` and ``sweep.md``, the
-figure to ``sweep.png``: accuracy against the value for one numeric field (as the paper's
-Figure 9), bars per variant otherwise (Figures 8a/8b).
+grid; each ``--variant`` adds one run whose fields are set together (a transform with its mask
+kind and learning rate), after the grid. ``--baseline`` adds one run with those overrides (e.g.
+the pixel baseline at the same budget), drawn as a dashed line. The gathered table goes to
+``sweep.csv`` and ``sweep.md``, the figure to ``sweep.png``: accuracy against the value for one
+numeric field (as the paper's Figure 9), bars per variant otherwise (Figures 8a/8b).
 """
 
 from __future__ import annotations
@@ -52,6 +55,40 @@ def grid(config: Any, sweeps: Sequence[str]) -> list[Override]:
         axes.append([(field.strip(), parse_value(config, field.strip(), v.strip()))
                      for v in values.split(",") if v.strip()])
     return [tuple(combo) for combo in itertools.product(*axes)]
+
+
+def parse_variant(config: Any, spec: str) -> Override:
+    """One variant ``field=value,field=value`` (fields set together, e.g. a transform with its
+    mask kind and learning rate) as an override tuple, in the order given."""
+    overrides = []
+    for item in spec.split(","):
+        field, sep, value = item.partition("=")
+        field, value = field.strip(), value.strip()
+        if not sep or not field or not value:
+            raise ValueError(f"--variant expects field=value,field=value,..., got {spec!r}")
+        if field in dict(overrides):
+            raise ValueError(f"--variant {spec!r}: field {field!r} given twice")
+        overrides.append((field, parse_value(config, field, value)))
+    return tuple(overrides)
+
+
+def collect_variants(config: Any, sweeps: Sequence[str] = (), specs: Sequence[str] = ()
+                     ) -> list[Override]:
+    """The ``--sweep`` grid followed by the ``--variant`` runs; rejects an empty list and two
+    variants that would share a sub-workdir."""
+    out = (grid(config, sweeps) if sweeps else []) + [parse_variant(config, s) for s in specs]
+    if not out:
+        raise ValueError("nothing to run: give --sweep field=v1,v2,... or --variant f1=v1,f2=v2")
+    names = [variant_name(o) for o in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"variants given twice: {', '.join(twice)}")
+    return out
+
+
+def fields_of(overrides: Iterable[Override]) -> list[str]:
+    """The fields set by any of the variants, in order of first appearance."""
+    return list(dict.fromkeys(f for o in overrides for f, _ in o))
 
 
 def variant_name(overrides: Override) -> str:
@@ -158,6 +195,13 @@ def write_table(records: list[dict], workdir: str) -> tuple[str, str]:
     return csv_path, md_path
 
 
+def bar_label(record: dict, fields: Sequence[str]) -> str:
+    """A bar's label: the value alone for one swept field, else one ``field=value`` a line."""
+    if len(fields) == 1:
+        return str(record.get(fields[0], record["variant"]))
+    return record["variant"].replace(",", "\n")
+
+
 def plot(records: list[dict], fields: Sequence[str], path: str, title: str = "") -> str:
     """Accuracy against the swept value (one numeric field) or bars per variant; the baseline
     as a dashed line. Returns ``path``."""
@@ -166,10 +210,11 @@ def plot(records: list[dict], fields: Sequence[str], path: str, title: str = "")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
     runs = [r for r in records if not r["baseline"]]
-    numeric = len(fields) == 1 and all(isinstance(r[fields[0]], (int, float))
-                                       and not isinstance(r[fields[0]], bool) for r in runs)
+    numeric = len(fields) == 1 and all(isinstance(r.get(fields[0]), (int, float))
+                                       and not isinstance(r.get(fields[0]), bool) for r in runs)
+    wide = not numeric and len(fields) > 1  # multi-line bar labels need ~1.8 inch each
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(runs)) if wide else 6.0, 3.6), dpi=120)
     for model in dict.fromkeys(r["model"] for r in runs):
         mine = [r for r in runs if r["model"] == model]
         if numeric:
@@ -178,14 +223,15 @@ def plot(records: list[dict], fields: Sequence[str], path: str, title: str = "")
                         yerr=[r["accuracy_std"] for r in mine], marker="o", capsize=3,
                         label=f"FreD ({model})" if len(fields) == 1 else model)
         else:
-            labels = [r["variant"] for r in mine]
-            ax.bar(labels, [r["accuracy_mean"] for r in mine],
-                   yerr=[r["accuracy_std"] for r in mine], capsize=3, label=model)
-            ax.tick_params(axis="x", labelrotation=30)
+            labels = [bar_label(r, fields) for r in mine]
+            bars = ax.bar(labels, [r["accuracy_mean"] for r in mine],
+                          yerr=[r["accuracy_std"] for r in mine], capsize=3, label=model)
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, label_type="center", color="white")
+            ax.tick_params(axis="x", labelrotation=0 if wide else 30, labelsize=7 if wide else 10)
     for r in (r for r in records if r["baseline"]):
         ax.axhline(r["accuracy_mean"], linestyle="--", color="gray",
                    label=f"{r['variant']} ({r['model']})")
-    ax.set_xlabel(fields[0] if numeric else "variant")
+    ax.set_xlabel(fields[0] if len(fields) == 1 else "variant")
     ax.set_ylabel("test accuracy (%)")
     if numeric and fields[0] == "k":
         ax.set_xscale("log", base=2)
@@ -193,7 +239,11 @@ def plot(records: list[dict], fields: Sequence[str], path: str, title: str = "")
         ax.set_xticks(values, [str(v) for v in values])
         ax.minorticks_off()
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    if numeric:
+        ax.legend(fontsize=8)
+    else:  # room above the bars for the legend
+        ax.set_ylim(0, 1.3 * max(r["accuracy_mean"] + r["accuracy_std"] for r in records))
+        ax.legend(fontsize=8, loc="upper center", ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -209,12 +259,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="configuration file (configs/*.py)")
     p.add_argument("--workdir", required=True, help="folder of the sub-workdirs and the table")
-    p.add_argument("--sweep", action="append", default=[], required=True,
+    p.add_argument("--sweep", action="append", default=[],
                    help="field=v1,v2,... (repeat for a grid); dotted fields such as dm.batch_real")
+    p.add_argument("--variant", action="append", default=[],
+                   help="f1=v1,f2=v2,...: one more run with these fields set together (repeat "
+                        "for several), e.g. transform=dwt,mask_kind=low_pass,"
+                        "lr_convention=orthonormal,lr=244.140625")
     p.add_argument("--baseline", action="append", default=[],
                    help="field=value overrides of one extra run drawn as a dashed line")
     p.add_argument("--set", action="append", default=[],
                    help="field=value overrides applied to every run (e.g. num_iterations=100)")
+    p.add_argument("--title", default="", help="figure title (default: the config file's name)")
     p.add_argument("--verbose", action="store_true", help="show the traceback of an error")
     a = p.parse_args(argv)
 
@@ -222,9 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = configuration.from_file(a.config)
         base = tuple(o for spec in a.set for o in grid(config, [spec])[0])
         config = apply(config, base)
-        variants = grid(config, a.sweep)
-        fields = [f for f, _ in variants[0]]
-        rows = run(config, a.workdir, variants)
+        todo = collect_variants(config, a.sweep, a.variant)
+        fields = fields_of(todo)
+        rows = run(config, a.workdir, todo)
         baseline = None
         if a.baseline:
             over = tuple(o for spec in a.baseline for o in grid(config, [spec])[0])
@@ -232,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records = table(rows, baseline)
         csv_path, md_path = write_table(records, a.workdir)
         png = plot(records, fields, os.path.join(a.workdir, "sweep.png"),
-                   title=os.path.basename(a.config))
+                   title=a.title or os.path.basename(a.config))
         with open(md_path) as f:
             print(f.read(), end="")
         print(f"table: {csv_path}, {md_path}; figure: {png}")

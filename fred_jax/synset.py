@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fred_jax import idc
 from fred_jax import masks as masks_lib
 from fred_jax import transforms
 
@@ -105,6 +106,9 @@ def init(
     if labels.shape != images.shape[:1]:
         raise ValueError(f"labels {labels.shape} do not match images {images.shape}")
     spatial = images.shape[1:-1]
+    if transform == idc.TRANSFORM and k != idc.kept_per_channel(spatial):
+        raise ValueError(f"transform {idc.TRANSFORM!r} stores k = d / {idc.FACTOR}^ndim = "
+                         f"{idc.kept_per_channel(spatial)} values per channel, got k={k}")
     n = instances_per_class(ipc, spatial, k)
     sample_key, mask_key = jax.random.split(key)
 
@@ -128,6 +132,10 @@ def from_real(
     the k coefficients. The official ``SynSet.init`` after its sampling (the parity tests feed
     both the same images)."""
     real = np.asarray(real, dtype=np.float32)
+    if transform == idc.TRANSFORM:  # IDC: downsampled real images, no mask (fred_jax.idc)
+        coeffs, indices = idc.init_from_real(real)
+        return SynSet(coeffs=jnp.asarray(coeffs), indices=jnp.asarray(indices),
+                      transform=transform, image_shape=tuple(int(s) for s in real.shape[2:]))
     num_classes, n = real.shape[:2]
     t = transforms.get(transform, real.ndim - 3)
     freq = np.asarray(t.forward(real)).reshape((num_classes * n,) + real.shape[2:])
@@ -172,11 +180,9 @@ def decode(
     - "scatter": put the coefficients into a zero spectrum and apply the separable inverse
       transform; costs ``~n*d*sum(spatial)``. Used for the identity transform (pure
       scatter), when k > sum(spatial), or when the gathered basis would exceed 16M values.
-    Measured on the shared 2-core CPU (XLA:CPU, jit, pinned to one core, 40 runs after
-    warm-up, min / median), CIFAR-10 shapes C=10, n=16, k=64, 32x32x3, forward + backward
-    of a squared loss: DCT matmul 2.3 / 5.7 ms vs scatter 4.1 / 10.3 ms; DWT matmul
-    2.2 / 5.6 ms vs scatter 5.9 / 12.7 ms (forward only: matmul 1.3 / 2.0 ms, scatter
-    2.6 / 6.2 ms). Both paths agree to 3e-7.
+    At CIFAR-10 shapes (k=64) the matmul is about twice as fast as the scatter, forward and
+    backward, for the DCT and the DWT; both paths agree to float rounding
+    (``tests/test_synset.py``).
     """
     return _decode(coeffs, indices, transform, tuple(int(s) for s in image_shape))
 
@@ -192,6 +198,8 @@ def _decode(
             f"coeffs {coeffs.shape} / indices {indices.shape} do not match image_shape "
             f"{image_shape}"
         )
+    if transform == idc.TRANSFORM:
+        return idc.decode(coeffs, indices, image_shape)
     if decode_method(transform, image_shape, c, k) == "matmul":
         rows = transforms.basis_rows(transform, spatial, indices, coeffs.dtype)  # [C, k, d]
         a = jnp.swapaxes(coeffs, 2, 3).reshape(c, n * ch, k)

@@ -3,19 +3,12 @@
 State: a pytree ``TrainState(learnable, opt_state, indices, step, key)`` where ``learnable`` is
 ``{"coeffs": [C, n, k, ch], **objective.extra_learnables}``. One jitted step folds the step into
 the run key and hands it to the objective's ``update`` (``fred_jax.objectives``) together with
-``apply``, the optax update of every learnable leaf (``optax.multi_transform``: SGD with
-momentum on the coefficients, the objective's own optimiser on every extra leaf).
+``apply``, the optax update of every learnable leaf (:mod:`fred_jax.optimizer`, which also
+holds the unit of the coefficients' learning rate).
 
-Learning rate of the coefficients. The official FreD code optimises coefficients of the
-*unnormalised* DCT-II of torch-dct (``norm=None``): per axis of length N,
-``X_k = 2 sum_n x_n cos(pi k (2n+1) / 2N)``, i.e. ``s_0 = 2 sqrt(N)`` and ``s_k = sqrt(2N)``
-times our orthonormal coefficient; a 2-D coefficient ``(k1, k2)`` is scaled by
-``s = s_k1(H) * s_k2(W)``. With ``c_ref = s c``, ``dL/dc = s dL/dc_ref``, so an SGD(+momentum)
-step of rate ``lr_ref`` on ``c_ref`` is, in our coordinates, a step of rate ``lr_ref / s^2`` per
-coefficient. ``lr_convention = "torch_dct"`` applies exactly that per-coefficient factor, so
-``config.lr`` is the reference's value (DM 1e6, DC 1e3 on 32x32: 1e6 / 64^2 = 244 for most
-coefficients, 61 for the DC term). ``"orthonormal"``: ``config.lr`` is used as is (pixels,
-other transforms). ``tests/test_objectives.py`` checks the equivalence on a toy problem.
+Each fact in one place: what is stored and trained (transform, k, learning rate) comes from
+:func:`fred_jax.parameterization.resolve`; what is written into the workdir from
+:mod:`fred_jax.outputs`; whether a workdir may be continued from :mod:`fred_jax.provenance`.
 
 Devices (``config.num_devices``, :func:`fred_jax.sharding.mesh_for`): with one device the step
 is the plain jitted program; with a mesh the state and the real data are replicated over it,
@@ -28,16 +21,13 @@ images) fit. Multi-host: every process runs the same loop; only process 0
 (:func:`fred_jax.sharding.is_main_process`) writes metrics, TensorBoard, exports, pictures and
 ``results.json``; checkpoints are written by all (orbax, shared workdir).
 
-Failures (nothing lost, nothing silently wrong):
+Failures (nothing lost, nothing silently wrong; the errors: :mod:`fred_jax.failures`):
 - Divergence: after every update the step reports ``learnable_max_abs``, the largest |value| of
   every learnable leaf (NaN when any is NaN). A non-finite loss, or a state with a non-finite or
-  exploding value (> ``EXPLODED``), stops the run with :class:`NonFiniteLossError` before that
-  state is checkpointed or exported (the loss alone does not show it: under ``jit`` on XLA:CPU
-  a network maps NaN images to finite features).
-- Provenance: every checkpoint records the config; a rerun whose config differs stops before
-  loading data with :class:`WorkdirError` naming the fields (``allow_changes`` continues with
-  new values where that means something, e.g. more iterations), as does a workdir finished
-  beyond ``num_iterations``. ``config.json`` is written only after that check.
+  exploding value (``fred_jax.failures.EXPLODED``), stops the run with
+  :class:`NonFiniteLossError` before that state is checkpointed or exported.
+- Provenance: a rerun whose config differs from the stored run stops before loading data
+  with :class:`WorkdirError` (:mod:`fred_jax.provenance`).
 - The final checkpoint, exports and pictures are written before the final evaluation; its
   failure raises :class:`EvaluationError` saying how to rerun only the evaluation.
 - SIGTERM/SIGINT: the loop finishes the iteration, saves a checkpoint and raises
@@ -47,11 +37,8 @@ Failures (nothing lost, nothing silently wrong):
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import signal
-import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -59,59 +46,17 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tqdm
 from absl import logging
 
-from fred_jax import (augment, checkpoint, configuration, data, evaluate, models, objectives,
-                      sharding, synset, transforms)
+from fred_jax import (augment, checkpoint, configuration, data, evaluate, experts, models,
+                      objectives, optimizer, outputs, parameterization, provenance, sharding,
+                      synset)
+from fred_jax.failures import (  # the errors of a run, also reachable as train.<Error>
+    EvaluationError, Interrupted, NonFiniteLossError, StopSignals, WorkdirError, check_diverged)
 
 PyTree = Any
 Callback = Callable[[int, "TrainState", dict], None]
-
-LR_CONVENTIONS = ("torch_dct", "orthonormal")
-PARAMETERIZATIONS = ("fred", "pixel")
-
-
-EXPLODED = 1e6
-"""Largest |learnable value| of a sane synthetic set. Coefficients of an orthonormal transform
-bound the image norm from below: 1e6 is an image of 128x128x3 pixels about 4500 standard
-deviations from the mean (normalised data); a diverged run passes it within a few steps."""
-
-FREE_FIELDS = ("data_dir", "num_devices", "log_every", "checkpoint_every", "keep_checkpoints")
-"""Config fields a resumed run may change freely: they change no number of the result."""
-
-FIXED_FIELDS = ("dataset", "zca", "seed", "parameterization", "ipc", "k", "transform",
-                "mask_kind", "objective")
-"""Config fields no resumed run may change: they define the stored set or its initialisation."""
-
-
-class RunError(RuntimeError):
-    """A run stopped for a reason the user can act on; the message says what, where and what
-    to do."""
-
-
-class NonFiniteLossError(RunError):
-    """The synthetic set diverged: non-finite loss, or a non-finite or exploding learnable
-    value after an update."""
-
-
-class WorkdirError(RunError):
-    """The workdir holds a run that this configuration does not continue."""
-
-
-class EvaluationError(RunError):
-    """The final evaluation failed; the checkpoint and the exports are on disk."""
-
-
-class Interrupted(RunError):
-    """SIGTERM or SIGINT: a checkpoint was saved and the run stopped (a command exits with
-    ``exit_status`` = 128 + the signal number, the shell's convention)."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
-        self.exit_status = 128 + signum
 
 
 @flax.struct.dataclass
@@ -135,78 +80,10 @@ class Setup:
     problem: objectives.Problem
     transform: str
     image_shape: tuple[int, ...]
-
-
-# ----------------------------------------------------------------------------- learning rate
-
-
-def coefficient_lr_scale(
-    indices: np.ndarray, image_shape: tuple[int, ...], transform: str, convention: str
-) -> np.ndarray:
-    """Per-coefficient factor ``[C, 1, k, 1]`` on the coefficient learning rate (module doc)."""
-    indices = np.asarray(indices)
-    if convention == "orthonormal":
-        return np.ones((indices.shape[0], 1, indices.shape[1], 1), np.float32)
-    if convention != "torch_dct":
-        raise ValueError(f"lr_convention must be one of {LR_CONVENTIONS}, got {convention!r}")
-    if transform != "dct":
-        raise ValueError(f"lr_convention 'torch_dct' needs transform 'dct', got {transform!r}")
-    s = transforms.torch_dct_scale(tuple(image_shape[:-1])).reshape(-1)[indices]
-    return (1.0 / s**2).astype(np.float32)[:, None, :, None]
-
-
-def _scale_by_array(scale: np.ndarray) -> optax.GradientTransformation:
-    """Multiply every update leaf elementwise by the constant ``scale`` (broadcast)."""
-    scale = jnp.asarray(scale)
-
-    def update(updates, state, params=None):
-        del params
-        return jax.tree_util.tree_map(lambda u: u * scale, updates), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
-def make_optimizer(
-    lr: float,
-    momentum: float,
-    lr_scale: np.ndarray,
-    extra_optimisers: dict[str, optax.GradientTransformation],
-) -> optax.GradientTransformation:
-    """SGD (reference momentum) on ``"coeffs"`` scaled per coefficient by ``lr_scale``;
-    ``extra_optimisers[name]`` on every other learnable leaf ``name``."""
-    coeffs_tx = optax.chain(
-        _scale_by_array(lr_scale), optax.sgd(lr, momentum=momentum if momentum else None)
-    )
-    transforms = {"coeffs": coeffs_tx, **extra_optimisers}
-    return optax.multi_transform(transforms, {name: name for name in transforms})
-
-
-def make_apply(tx: optax.GradientTransformation) -> objectives.Apply:
-    """``apply(learnable, opt_state, grads) -> (learnable, opt_state)``: one optax step."""
-
-    def apply(learnable, opt_state, grads):
-        updates, opt_state = tx.update(grads, opt_state, learnable)
-        return optax.apply_updates(learnable, updates), opt_state
-
-    return apply
+    validation: tuple[np.ndarray, np.ndarray] | None = None  # held-out real train images
 
 
 # ----------------------------------------------------------------------------- set-up
-
-
-def resolve(config: Any) -> tuple[str, float, str]:
-    """``(transform, lr, lr_convention)`` after the ``parameterization`` switch: "pixel" is the
-    identity transform with k = d, trained with ``config.lr_pixel`` as given."""
-    if config.parameterization == "pixel":
-        return "identity", float(config.lr_pixel), "orthonormal"
-    return config.transform, float(config.lr), config.lr_convention
-
-
-def kept_per_channel(config: Any, image_shape: tuple[int, ...]) -> int:
-    """k: ``config.k`` for FreD, all d values for the pixel baseline."""
-    if config.parameterization == "pixel":
-        return math.prod(image_shape[:-1])
-    return int(config.k)
 
 
 def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
@@ -218,11 +95,11 @@ def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
     """
     root = jax.random.PRNGKey(int(config.seed))
     image_shape = tuple(int(s) for s in dataset.image_shape)
-    transform, lr, convention = resolve(config)
-    k = kept_per_channel(config, image_shape)
+    resolved = parameterization.resolve(config, image_shape[:-1])
+    transform = resolved.transform
     init = synset.init(
         jax.random.fold_in(root, 0), dataset.x_train, dataset.y_train, dataset.num_classes,
-        ipc=int(config.ipc), k=k, transform=transform, mask_kind=config.mask_kind,
+        ipc=int(config.ipc), k=resolved.k, transform=transform, mask_kind=config.mask_kind,
     )
     x_train, y_train = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
     index = data.class_index(y_train, dataset.num_classes)
@@ -244,16 +121,17 @@ def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
     )
     objective = objectives.build(config, problem)
     learnable = {"coeffs": init.coeffs, **objective.extra_learnables}
-    tx = make_optimizer(
-        lr, float(config.momentum),
-        coefficient_lr_scale(np.asarray(indices), image_shape, transform, convention),
+    tx = optimizer.make_optimizer(
+        resolved.lr, float(config.momentum),
+        optimizer.coefficient_lr_scale(np.asarray(indices), image_shape, transform,
+                                       resolved.lr_convention),
         dict(objective.extra_optimisers),
     )
     state = TrainState(
         learnable=learnable, opt_state=tx.init(learnable), indices=indices,
         step=jnp.zeros((), jnp.int32), key=jax.random.fold_in(root, 1),
     )
-    apply = make_apply(tx)
+    apply = optimizer.make_apply(tx)
 
     def step(state: TrainState) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(state.key, state.step)
@@ -281,54 +159,7 @@ def current_synset(setup: Setup, state: TrainState) -> synset.SynSet:
                          image_shape=setup.image_shape)
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
-class _Writer:
-    """metrics.jsonl + TensorBoard (tensorboardX) scalars."""
-
-    def __init__(self, workdir: str, resume_step: int):
-        from tensorboardX import SummaryWriter
-
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(self.path):  # drop rows a killed run wrote after its last checkpoint
-            with open(self.path) as f:
-                rows = [_metrics_row(line, self.path) for line in f]
-            with open(self.path, "w") as f:
-                f.writelines(json.dumps(row) + "\n" for row in rows
-                             if row is not None and row["step"] <= resume_step)
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
-
-    def write(self, step: int, scalars: dict[str, float]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), **scalars}) + "\n")
-        for name, value in scalars.items():
-            self.tb.add_scalar(name, value, step)
-
-    def close(self) -> None:
-        self.tb.close()
-
-
-def _metrics_row(line: str, path: str) -> dict | None:
-    """One row of metrics.jsonl, or None (with a warning) for a line a kill tore apart."""
-    try:
-        row = json.loads(line)
-        int(row["step"])
-        return row
-    except (ValueError, KeyError, TypeError):
-        logging.warning("%s: dropped a damaged line (a run killed while writing it?): %r",
-                        path, line[:80])
-        return None
-
-
-class _NoWriter:
-    """The writer of processes other than 0: metrics are written once, by process 0."""
-
-    def write(self, step: int, scalars: dict[str, float]) -> None:
-        del step, scalars
-
-    def close(self) -> None:
-        pass
+# ----------------------------------------------------------------------------- evaluation
 
 
 def eval_lr(config: Any, state: TrainState) -> float:
@@ -339,41 +170,26 @@ def eval_lr(config: Any, state: TrainState) -> float:
     return float(config.eval.lr)
 
 
+def _eval_models(config: Any) -> list[str]:
+    return [m.strip() for m in config.eval.models.split(",") if m.strip()]
+
+
 def _evaluate(config: Any, setup: Setup, state: TrainState, dataset: Any) -> dict[str, dict]:
     images = np.asarray(current_synset(setup, state).images())
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 2),
                              int(state.step))
-    names = [m.strip() for m in config.eval.models.split(",") if m.strip()]
+    names = _eval_models(config)
     results = evaluate.evaluate_synset(
         key, images, None, dataset, models=names, epochs=int(config.eval.epochs),
         lr=eval_lr(config, state), num_eval=int(config.eval.num_eval),
         batch_size=int(config.eval.batch_size), dsa=bool(config.eval.dsa),
         dsa_strategy=config.dsa_strategy or augment.STRATEGY, dc_strategy=config.eval.dc_augment,
         conv_impl=config.eval.conv_impl, mesh=setup.problem.mesh, progress=False,
+        extra_tests=None if setup.validation is None else {"validation": setup.validation},
     )
     return {name: {"mean": float(r["mean"]), "std": float(r["std"]),
-                   "accs": [float(a) for a in r["accs"]]} for name, r in results.items()}
-
-
-def _export(path: str, setup: Setup, state: TrainState, dataset: Any, **extra: Any) -> None:
-    extra.update({name: float(sharding.to_host(value)) for name, value in state.learnable.items()
-                  if name != "coeffs" and np.size(value) == 1})
-    synset.save(path, current_synset(setup, state), mean=np.asarray(dataset.mean),
-                std=np.asarray(dataset.std), dataset=dataset.name,
-                norm_stats=getattr(dataset, "norm_stats", "dataset"),
-                zca=getattr(dataset, "zca", None) is not None, **extra)
-
-
-def _pictures(workdir: str, setup: Setup, state: TrainState, dataset: Any) -> None:
-    """PNG grids of the decoded (denormalised) images and of the class masks."""
-    from fred_jax import visualize
-
-    current = current_synset(setup, state)
-    visualize.save_image_grid(os.path.join(workdir, "synset_images.png"),
-                              np.asarray(current.images()), dataset.mean, dataset.std)
-    visualize.save_mask_grid(os.path.join(workdir, "synset_masks.png"),
-                             visualize.indices_to_masks(np.asarray(current.indices),
-                                                        setup.image_shape[:-1]))
+                   "accs": [float(a) for a in r["accs"]], **r.get("extra_tests", {})}
+            for name, r in results.items()}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -416,147 +232,21 @@ def run(
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    max_to_keep=int(config.keep_checkpoints))
     try:
-        changes = check_workdir(config, workdir, ckpt, allow_changes)
+        changes = provenance.check_workdir(config, workdir, ckpt, allow_changes)
         if main:
-            with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+            provenance.write_config(config, workdir)
+        experts.prepare(config, progress=progress and main)  # TM: missing experts, or a clear stop
         if dataset is None:
             dataset = data.load(config.dataset, data_dir=config.data_dir or None, zca=config.zca,
                                 norm_stats=config.norm_stats)
-        setup = create(config, dataset, mesh)
+        validation = None
+        if int(config.eval.validation_per_class):  # held out before the masks see the data
+            dataset, validation = dataset.split_validation(int(config.eval.validation_per_class),
+                                                           seed=int(config.seed))
+        setup = dataclasses.replace(create(config, dataset, mesh), validation=validation)
         return _loop(config, workdir, dataset, setup, ckpt, callbacks, progress and main, changes)
     finally:
         ckpt.close()
-
-
-# ----------------------------------------------------------------------------- provenance
-
-
-def config_dict(config: Any) -> dict:
-    """``config`` as the JSON dict the checkpoints record."""
-    return json.loads(config.to_json_best_effort())
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for name, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{name}."))
-        else:
-            out[prefix + name] = value
-    return out
-
-
-def config_changes(stored: dict, current: dict) -> dict[str, tuple[Any, Any]]:
-    """``{dotted field: (stored, current)}`` for every field whose value differs, except
-    :data:`FREE_FIELDS`."""
-    old, new = _flatten(stored), _flatten(current)
-    return {name: (old.get(name), new.get(name)) for name in sorted(set(old) | set(new))
-            if name not in FREE_FIELDS and old.get(name) != new.get(name)}
-
-
-def _stored_run(workdir: str, ckpt: checkpoint.Checkpointer) -> tuple[int, dict | None] | None:
-    """``(step, config)`` of the newest checkpoint whose record reads back (config None for a
-    checkpoint written before configs were recorded: then ``config.json`` if present), or
-    None for a fresh workdir."""
-    steps = ckpt.all_steps()
-    for step in reversed(steps):
-        try:
-            record = ckpt.read_record(step)
-        except (OSError, ValueError):
-            continue  # damaged: restore_latest says so when it skips it
-        if "config" in record:
-            return step, record["config"]
-    if not steps:
-        return None
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return steps[-1], json.load(f)
-    return steps[-1], None
-
-
-def check_workdir(config: Any, workdir: str, ckpt: checkpoint.Checkpointer,
-                  allow_changes: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
-    """Raise :class:`WorkdirError` unless ``config`` continues the run stored in ``workdir``:
-    same fields (except :data:`FREE_FIELDS` and ``allow_changes``; never
-    :data:`FIXED_FIELDS`) and not finished beyond ``config.num_iterations``. Returns the
-    allowed changes ``{field: (stored, current)}`` (empty for a fresh workdir)."""
-    stored = _stored_run(workdir, ckpt)
-    if stored is None:
-        return {}
-    step, stored_config = stored
-    total = int(config.num_iterations)
-    if step > total:
-        raise WorkdirError(
-            f"{workdir} holds a run at iteration {step}, beyond num_iterations={total}: rerun "
-            f"with --config.num_iterations={step} to export it again, or use another --workdir")
-    if stored_config is None:
-        logging.warning("%s: its checkpoints record no config; cannot check that this run "
-                        "continues the same settings", workdir)
-        return {}
-    changes = config_changes(stored_config, config_dict(config))
-    allowed = {name.strip() for name in allow_changes if name.strip()}
-    fixed = [name for name in changes if name.split(".")[0] in FIXED_FIELDS]
-    refused = [name for name in changes if name not in allowed or name in fixed]
-    if refused:
-        listed = "; ".join(f"{name}: stored {changes[name][0]!r}, now {changes[name][1]!r}"
-                           for name in refused)
-        if fixed:
-            todo = "these define the stored set: use another --workdir"
-        else:
-            todo = (f"rerun with the stored values, use another --workdir, or add "
-                    f"--allow_changes={','.join(refused)} to continue this run with the new ones")
-        raise WorkdirError(f"{workdir} holds a run (checkpoint at iteration {step}) made with "
-                           f"other settings: {listed}; {todo}")
-    return changes
-
-
-# ----------------------------------------------------------------------------- stopping
-
-
-class _StopSignals:
-    """While active (main thread only): SIGTERM/SIGINT set ``signum``, which the loop checks
-    after each iteration; a second signal raises KeyboardInterrupt at once."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> "_StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        del frame
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        logging.warning("%s: stopping after this iteration, with a checkpoint",
-                        signal.Signals(signum).name)
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-def _check_diverged(config: Any, scalars: dict, step: int, last_saved: int,
-                    directory: str) -> None:
-    """Raise :class:`NonFiniteLossError` when the loss or the state after the update is bad."""
-    loss, largest = scalars["loss"], scalars["learnable_max_abs"]
-    if math.isfinite(loss) and largest <= EXPLODED:
-        return
-    what = (f"non-finite loss ({loss})" if not math.isfinite(loss) else
-            f"non-finite learnable values" if not math.isfinite(largest) else
-            f"exploding learnable values (largest |value| {largest:.3g} > {EXPLODED:g})")
-    saved = (f"resume from the last good checkpoint (iteration {last_saved} in {directory}) "
-             f"with --allow_changes=lr" if last_saved else "no checkpoint was written yet")
-    raise NonFiniteLossError(
-        f"{what} at iteration {step}: the synthetic set diverged and this state was not saved; "
-        f"lower the learning rate (config.lr={config.lr}, lr_pixel={config.lr_pixel}) in a new "
-        f"--workdir, or {saved}")
 
 
 def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoint.Checkpointer,
@@ -569,17 +259,15 @@ def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoin
     if restored is not None:
         state, record = restored
         logging.info("resumed from %s at iteration %d", ckpt.directory, int(state.step))
-    if not np.array_equal(np.asarray(state.indices), np.asarray(setup.state.indices)):
-        raise WorkdirError(f"the checkpoint in {workdir} keeps other frequencies than this "
-                           f"configuration (another dataset, k, mask or seed): use another "
-                           f"--workdir")
-    record["config"] = config_dict(config)
+    provenance.check_indices(state.indices, setup.state.indices, workdir)
+    record["config"] = provenance.config_dict(config)
     if changes:
         record.setdefault("changes", []).append(
             {"step": int(state.step), "fields": {k: list(v) for k, v in changes.items()}})
 
     start, total = int(state.step), int(config.num_iterations)
-    writer = _Writer(workdir, start) if sharding.is_main_process() else _NoWriter()
+    writer = (outputs.MetricsWriter(workdir, start) if sharding.is_main_process()
+              else outputs.NoWriter())
     n, k = setup.state.learnable["coeffs"].shape[1:3]
     logging.info("distilling %s with %s/%s: %d classes x %d instances x k=%d, %d iterations",
                  config.dataset, config.parameterization, config.objective,
@@ -596,13 +284,13 @@ def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoin
     bar = tqdm.tqdm(range(start, total), initial=start, total=total, disable=not progress,
                     desc="distill", dynamic_ncols=True)
     try:
-        with _StopSignals() as stop:
+        with StopSignals() as stop:
             for it in bar:
                 t_step = time.perf_counter()
                 new_state, metrics = setup.step_fn(state)
                 scalars = {name: float(v) for name, v in jax.device_get(metrics).items()}
                 step = it + 1
-                _check_diverged(config, scalars, step, last_saved, ckpt.directory)
+                check_diverged(config, scalars, step, last_saved, ckpt.directory)
                 state = new_state
                 scalars["seconds_per_iteration"] = time.perf_counter() - t_step
                 bar.set_postfix(loss=f"{scalars['loss']:.4g}")
@@ -645,24 +333,19 @@ def _evaluate_and_record(config, setup, state, dataset, workdir, record, writer)
         record["best"] = {"step": step, "mean": first["mean"], "std": first["std"],
                           "results": results}
         if sharding.is_main_process():
-            _export(os.path.join(workdir, "synset_best.npz"), setup, state, dataset,
-                    step=step, results=results)
-
-
-def _evaluated_before(config: Any, workdir: str, step: int) -> dict | None:
-    """results.json of an earlier run of this workdir that already evaluated iteration
-    ``step`` on the models asked (a rerun of a finished workdir re-exports, not re-trains)."""
-    path = os.path.join(workdir, "results.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        results = json.load(f)
-    models_asked = {m.strip() for m in config.eval.models.split(",") if m.strip()}
-    history = results.get("history") or []
-    if (results.get("iterations") == step and history and history[-1]["step"] == step
-            and set(history[-1]["results"]) == models_asked):
-        return results
-    return None
+            outputs.export(os.path.join(workdir, "synset_best.npz"),
+                           current_synset(setup, state), state.learnable, dataset, step=step,
+                           results=results)
+    best_val = record.get("best_validation")
+    if "validation" in first and (best_val is None or
+                                  first["validation"]["mean"] > best_val["validation_mean"]):
+        record["best_validation"] = {"step": step, "validation_mean": first["validation"]["mean"],
+                                     "mean": first["mean"], "std": first["std"],
+                                     "results": results}
+        if sharding.is_main_process():
+            outputs.export(os.path.join(workdir, "synset_best_validation.npz"),
+                           current_synset(setup, state), state.learnable, dataset, step=step,
+                           results=results)
 
 
 def _finish(config, setup, state, dataset, workdir, record, do_eval) -> dict:
@@ -673,10 +356,11 @@ def _finish(config, setup, state, dataset, workdir, record, do_eval) -> dict:
     step = int(state.step)
     last = os.path.join(workdir, "synset_last.npz")
     if main:
-        _export(last, setup, state, dataset, step=step)
-        _pictures(workdir, setup, state, dataset)
+        current = current_synset(setup, state)
+        outputs.export(last, current, state.learnable, dataset, step=step)
+        outputs.pictures(workdir, current, dataset)
     if do_eval and (not record["history"] or record["history"][-1]["step"] != step):
-        earlier = _evaluated_before(config, workdir, step)
+        earlier = outputs.evaluated_before(workdir, step, _eval_models(config))
         if earlier is not None:
             record["history"], record["best"] = earlier["history"], earlier["best"]
         else:
@@ -695,27 +379,9 @@ def _finish(config, setup, state, dataset, workdir, record, do_eval) -> dict:
 
 def _write_results(config, setup, state, workdir, record) -> dict:
     """results.json (process 0) from the record so far; returns the results."""
-    c, n, k, ch = (int(v) for v in state.learnable["coeffs"].shape)
-    d = math.prod(setup.image_shape[:-1])
-    final = record["history"][-1]["results"] if record["history"] else {}
-    results = {
-        "dataset": config.dataset,
-        "objective": config.objective,
-        "parameterization": config.parameterization,
-        "transform": setup.transform,
-        "ipc": int(config.ipc),
-        "k": k,
-        "instances_per_class": n,
-        "budget_parameters": c * n * k * ch,
-        "budget_limit": c * int(config.ipc) * d * ch,
-        "iterations": int(state.step),
-        "accuracy": final,
-        "best": record["best"],
-        "history": record["history"],
-        "config_changes": record.get("changes", []),
-        "wall_time_seconds": record["wall_time"],
-    }
+    results = outputs.results(config, record, step=int(state.step), transform=setup.transform,
+                              image_shape=setup.image_shape,
+                              coeffs_shape=state.learnable["coeffs"].shape)
     if sharding.is_main_process():
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        outputs.write_results(workdir, results)
     return results

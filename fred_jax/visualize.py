@@ -7,13 +7,12 @@ Volumes ``[..., D, H, W, ch]`` show their middle depth slice ``D // 2``. Masks: 
 frequency, black = dropped, up to ``MASKS_PER_ROW`` classes per row; a 3-D mask ``[C, D, H, W]``
 shows, per (h, w), the fraction of kept frequencies along D as a gray level.
 
-CLI: ``python -m fred_jax.visualize --synset export.npz --out DIR`` writes
-``DIR/synset_images.png`` and ``DIR/synset_masks.png``.
+CLI (:func:`fred_jax.cli.visualize_command`): ``python -m fred_jax.visualize --synset
+export.npz --out DIR`` writes ``DIR/synset_images.png`` and ``DIR/synset_masks.png``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from typing import Sequence
@@ -117,36 +116,7 @@ def indices_to_masks(indices: np.ndarray, spatial_shape: Sequence[int]) -> np.nd
     return out.reshape((indices.shape[0],) + tuple(spatial_shape))
 
 
-def main(argv: Sequence[str] | None = None) -> tuple[str, str]:
-    """CLI: decode an export and write its image and mask grids; returns the two paths. A
-    missing, foreign or non-finite export ends with one line ``error: ...`` (exit status 1;
-    ``--verbose``: the traceback)."""
-    from fred_jax import configuration
+if __name__ == "__main__":  # run as a script this file is __main__, not fred_jax.visualize
+    from fred_jax import cli
 
-    parser = argparse.ArgumentParser(prog="python -m fred_jax.visualize", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synset", required=True, help="export .npz written by synset.save")
-    parser.add_argument("--out", required=True, help="output directory (created if missing)")
-    parser.add_argument("--max_per_class", type=int, default=10)
-    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
-    args = parser.parse_args(argv)
-    return configuration.run_command(lambda: _write_grids(args), args.verbose)
-
-
-def _write_grids(args: argparse.Namespace) -> tuple[str, str]:
-    from fred_jax import evaluate
-
-    s, meta = evaluate.load_export(args.synset)
-    os.makedirs(args.out, exist_ok=True)
-    images_path = os.path.join(args.out, "synset_images.png")
-    masks_path = os.path.join(args.out, "synset_masks.png")
-    save_image_grid(images_path, np.asarray(s.images()), meta["mean"], meta["std"],
-                    args.max_per_class)
-    save_mask_grid(masks_path, indices_to_masks(s.indices, s.image_shape[:-1]))
-    print(images_path)
-    print(masks_path)
-    return images_path, masks_path
-
-
-if __name__ == "__main__":
-    main()
+    cli.visualize_command()

@@ -99,7 +99,7 @@ class _WriteRecorder:
             if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+"):
                 rel = os.path.relpath(os.path.abspath(file), root)
                 if not rel.startswith(("..", "checkpoints")):
-                    self.paths.append(rel)
+                    self.paths.append(rel.removesuffix(".tmp"))  # atomic writes: the target
             return self.real_open(file, mode, *args, **kwargs)
 
         builtins.open = io.open = recording_open

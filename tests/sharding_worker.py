@@ -34,7 +34,8 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from fred_jax import checkpoint, configuration, data, evaluate, experts, models, train
+    from fred_jax import (checkpoint, configuration, data, evaluate, expert_store, experts, models,
+                          train)
     from fred_jax import sharding as sh
     from fred_jax.objectives import tm
 
@@ -103,15 +104,15 @@ def main() -> None:
         "lr_lr": 1e-3, "grad_chunk": 0, "experts.epochs": 2,
         "experts.dir": os.path.join(args.tmp, "tm_experts")})
     student = models.get("ConvNetD1", num_classes, shape, conv_impl="im2col")
-    p, _ = experts.param_unraveler(student, shape)
+    p, _ = expert_store.param_unraveler(student, shape)
     os.makedirs(config.tm.experts.dir)
     for i in range(2):
-        start = experts.flatten_params(models.init(student, jax.random.key(i), shape)["params"])
+        start = expert_store.flatten_params(models.init(student, jax.random.key(i), shape)["params"])
         walk = np.cumsum(0.01 * rng.normal(size=(2, p)), axis=0)
-        np.save(experts.expert_path(config.tm.experts.dir, i),
+        np.save(expert_store.expert_path(config.tm.experts.dir, i),
                 np.concatenate([[start], start + walk]).astype(np.float32))
-    with open(os.path.join(config.tm.experts.dir, experts.META_FILE), "w") as f:
-        json.dump({**tm.expert_settings(config, p), "epochs": 2, "seed": 0}, f)
+    with open(os.path.join(config.tm.experts.dir, expert_store.META_FILE), "w") as f:
+        json.dump({**expert_store.expert_settings(config, p), "epochs": 2, "seed": 0}, f)
     compare(config, "tm")
 
     # Orbax: the sharded DM state saved on the mesh, restored onto the mesh and onto one
@@ -158,7 +159,7 @@ def main() -> None:
                               expert_dir=folder, dataset="toy", num_experts=3,
                               model_name="ConvNetD1", epochs=1, batch_size=40, dsa=False,
                               parallel=3, conv_impl="im2col", mesh=m, progress=False)
-        trajs.append(np.stack([np.load(experts.expert_path(folder, i)) for i in range(3)]))
+        trajs.append(np.stack([np.load(expert_store.expert_path(folder, i)) for i in range(3)]))
     out["experts"] = {"diff": maxdiff(*trajs), "change": scale(trajs[0][:, 1] - trajs[0][:, 0])}
 
     # jit boundary: a padded leading axis enters and leaves sharded via in/out_shardings.

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from fred_jax import data
+from fred_jax import data, datasets
 
 _DATA = os.environ.get("FRED_DATA_DIR")
 needs_data = pytest.mark.skipif(
@@ -203,8 +203,9 @@ def test_tiny_imagenet_zip_layout_builds(tmp_path, monkeypatch):
         zf.writestr(f"{root}/val/val_annotations.txt",
                     "val_0.JPEG\tn09999999\t0\t0\t63\t63\nval_1.JPEG\tn01000000\t0\t0\t63\t63\n")
     payload = (tmp_path / "src" / "tiny_imagenet" / "tiny-imagenet-200.zip").read_bytes()
-    monkeypatch.setitem(data._FILES, "tiny_imagenet", {"tiny-imagenet-200.zip": data._File(
-        None, len(payload), None, md5=hashlib.md5(payload).hexdigest())})  # only an md5 is known
+    monkeypatch.setitem(datasets.SPECS["tiny_imagenet"].files, "tiny-imagenet-200.zip",
+                        datasets.File(None, len(payload), None,
+                                      md5=hashlib.md5(payload).hexdigest()))  # only an md5 known
     ds = data.load("tiny_imagenet", data_dir=tmp_path / "src", tfds_dir=tmp_path / "tfds")
     assert ds.x_train.shape == (6, 64, 64, 3) and ds.num_classes == 200
     assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1] and ds.y_test.tolist() == [1, 0]
@@ -269,10 +270,10 @@ _OFFICIAL_SUBSETS = {
 def test_imagenet_subsets_are_the_official_class_ids():
     assert {k: list(v) for k, v in data.IMAGENET_SUBSETS.items()} == _OFFICIAL_SUBSETS
     for name in _OFFICIAL_SUBSETS:
-        spec = data._SPECS[name]
+        spec = datasets.SPECS[name]
         assert (spec.tfds_name, spec.splits, spec.image_shape) == (
             "imagenet2012", ("train", "validation"), (128, 128, 3))
-    assert data._SPECS["imagenette_fastai"].tfds_name == "imagenette/full-size-v2"
+    assert datasets.SPECS["imagenette_fastai"].tfds_name == "imagenette/full-size-v2"
 
 
 def test_imagenet_subsets_match_the_official_source():

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fred_jax import data
+from fred_jax import data, datasets
 
 # ----------------------------------------------------------------------------- original formats
 
@@ -67,7 +67,7 @@ def cifar10_tarball(x_train, y_train, names_train, x_test, y_test, names_test) -
                         b"filenames": [n.encode() for n in names]})
 
     members = {"cifar-10-batches-py/batches.meta": _pickle(
-        {b"label_names": [n.encode() for n in data._SPECS["cifar10"].class_names]})}
+        {b"label_names": [n.encode() for n in datasets.SPECS["cifar10"].class_names]})}
     for i, part in enumerate(np.array_split(np.arange(len(x_train)), 5)):
         members[f"cifar-10-batches-py/data_batch_{i + 1}"] = batch(
             x_train[part], y_train[part], [names_train[j] for j in part])
@@ -84,7 +84,7 @@ def cifar100_tarball(x_train, y_train, x_test, y_test) -> bytes:
 
     return _tar_gz({
         "cifar-100-python/meta": _pickle(
-            {b"fine_label_names": [n.encode() for n in data._SPECS["cifar100"].class_names]}),
+            {b"fine_label_names": [n.encode() for n in datasets.SPECS["cifar100"].class_names]}),
         "cifar-100-python/train": split(x_train, y_train),
         "cifar-100-python/test": split(x_test, y_test)})
 
@@ -101,9 +101,9 @@ def svhn_mat(x: np.ndarray, y_digits: np.ndarray) -> bytes:
 
 def register(monkeypatch, name: str, files: dict[str, bytes]) -> None:
     """Points the checksum table of `name` at these files (the canonical URLs are not used)."""
-    table = {f: data._File(f"https://example.invalid/{f}", len(b),
-                           hashlib.sha256(b).hexdigest()) for f, b in files.items()}
-    monkeypatch.setitem(data._FILES, name, {**data._FILES[name], **table})
+    for f, b in files.items():
+        monkeypatch.setitem(datasets.SPECS[name].files, f, datasets.File(
+            f"https://example.invalid/{f}", len(b), hashlib.sha256(b).hexdigest()))
 
 
 # ----------------------------------------------------------------------------- loopback mirror
@@ -265,8 +265,9 @@ def test_unreachable_mirror_fails_fast(monkeypatch, tmp_path):
 
 def test_md5_only_file_is_checked_after_download(mirror, monkeypatch, tmp_path):
     payload = b"not the tiny-imagenet zip"
-    monkeypatch.setitem(data._FILES, "tiny_imagenet", {"tiny-imagenet-200.zip": data._File(
-        "https://example.invalid/tiny.zip", len(payload), None, md5="0" * 32)})
+    monkeypatch.setitem(datasets.SPECS["tiny_imagenet"].files, "tiny-imagenet-200.zip",
+                        datasets.File("https://example.invalid/tiny.zip", len(payload), None,
+                                      md5="0" * 32))
     mirror.add("tiny_imagenet", {"tiny-imagenet-200.zip": payload})
     with pytest.raises(data.DownloadError, match=r"md5 [0-9a-f]{32}, expected 0{32}; removed, twice"):
         data.load("tiny_imagenet", tfds_dir=tmp_path)
@@ -300,7 +301,7 @@ def test_checksums_are_the_ones_tfds_ships():
     shipped = {**checksums.get_all_url_infos(), **checksums.load_url_infos(
         tfds.core.utils.tfds_path() / "datasets" / "svhn_cropped" / "checksums.tsv")}
     for name in ("mnist", "fashion_mnist", "svhn"):
-        for f in data._FILES[name].values():
+        for f in datasets.SPECS[name].files.values():
             assert (int(shipped[f.url].size), shipped[f.url].checksum) == (f.size, f.sha256)
 
 
@@ -371,8 +372,8 @@ def test_svhn_and_cifar100_download_and_norm_stats(mirror, monkeypatch, tmp_path
     own = data.load("cifar100", tfds_dir=tmp_path)
     official_tm = data.load("cifar100", tfds_dir=tmp_path, norm_stats="cifar10")
     np.testing.assert_array_equal(own.y_train, y100)  # file order, fine labels
-    np.testing.assert_allclose(official_tm.mean, data._SPECS["cifar10"].mean, rtol=1e-6)
-    np.testing.assert_allclose(official_tm.std, data._SPECS["cifar10"].std, rtol=1e-6)
+    np.testing.assert_allclose(official_tm.mean, datasets.SPECS["cifar10"].mean, rtol=1e-6)
+    np.testing.assert_allclose(official_tm.std, datasets.SPECS["cifar10"].std, rtol=1e-6)
     expected = (x_tr / 255.0 - np.array([0.4914, 0.4822, 0.4465])) / np.array(
         [0.2023, 0.1994, 0.2010])
     np.testing.assert_allclose(official_tm.x_train, expected, atol=1e-4)

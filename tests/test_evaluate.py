@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from fred_jax import classifier, coreset
 from fred_jax import evaluate as ev
 
 C = 3
@@ -76,8 +77,8 @@ def test_piecewise_gradient_equals_whole_batch():
         return ce, jnp.sum(jnp.argmax(logits, -1) == y)
 
     (loss, correct), grads = jax.value_and_grad(whole, has_aux=True)(params)
-    loss_p, correct_p, grads_p = ev.piecewise_loss_grad(model, params, jnp.asarray(x),
-                                                        jnp.asarray(y), 4)
+    loss_p, correct_p, grads_p = classifier.piecewise_loss_grad(model, params, jnp.asarray(x),
+                                                                jnp.asarray(y), 4)
     np.testing.assert_allclose(loss_p, loss, rtol=1e-5)
     assert int(correct_p) == int(correct)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_p)):
@@ -118,30 +119,30 @@ def _fake_dataset():
 
 def test_coreset_random_ipc_per_class():
     ds = _fake_dataset()
-    x, y = ev.coreset(jax.random.key(0), ds, 4, "random")
+    x, y = coreset.coreset(jax.random.key(0), ds, 4, "random")
     np.testing.assert_array_equal(y, np.repeat(np.arange(C), 4))
     assert x.shape == (12, 8, 8, 3)
     # distinct images, each really from its class
     rows = {xi.tobytes(): yi for xi, yi in zip(ds.x_train, ds.y_train)}
     assert len({xi.tobytes() for xi in x}) == 12
     assert all(rows[xi.tobytes()] == yi for xi, yi in zip(x, y))
-    x2, _ = ev.coreset(jax.random.key(0), ds, 4, "random")
+    x2, _ = coreset.coreset(jax.random.key(0), ds, 4, "random")
     np.testing.assert_array_equal(x, x2)
     with pytest.raises(ValueError, match="fewer than"):
-        ev.coreset(jax.random.key(0), ds, 7, "random")
+        coreset.coreset(jax.random.key(0), ds, 7, "random")
 
 
 def test_herding_select_greedy_mean_matching():
     f = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])  # mean 3.2
     # t=1: closest to 3.2 is 3; t=2: (3 + f)/2 closest to 3.2 -> f=2 (2.5) over 10 (6.5);
     # t=3: (5 + f)/3 -> f=10 gives 5.0, f=1 gives 2.0, f=0 gives 1.67 -> 1 (|1.2| < |1.8|)
-    np.testing.assert_array_equal(ev.herding_select(f, 3), [3, 2, 1])
-    np.testing.assert_array_equal(np.sort(ev.herding_select(f, 5)), np.arange(5))
+    np.testing.assert_array_equal(coreset.herding_select(f, 3), [3, 2, 1])
+    np.testing.assert_array_equal(np.sort(coreset.herding_select(f, 5)), np.arange(5))
 
 
 def test_coreset_herding_ipc_per_class():
     ds = _fake_dataset()
-    x, y = ev.coreset(jax.random.key(0), ds, 2, "herding", herding_model="ConvNetW32",
+    x, y = coreset.coreset(jax.random.key(0), ds, 2, "herding", herding_model="ConvNetW32",
                       progress=False)
     np.testing.assert_array_equal(y, np.repeat(np.arange(C), 2))
     assert len({xi.tobytes() for xi in x}) == 6
@@ -152,7 +153,7 @@ def test_mnist_ten_random_images_per_class_well_above_chance():
     from fred_jax import data
 
     ds = data.load("mnist")
-    x, y = ev.coreset(jax.random.key(0), ds, 10, "random")
+    x, y = coreset.coreset(jax.random.key(0), ds, 10, "random")
     # ConvNetW32 (the reference ConvNet at width 32): testing 2 x 10k images stays cheap on CPU
     r = ev.train_and_test(jax.random.key(1), "ConvNetW32", x, y, ds.x_test, ds.y_test,
                           num_classes=10, epochs=20, lr=0.01, num_seeds=2, progress=False)
@@ -203,3 +204,41 @@ def test_dsa_and_dc_augmentation_exclude_each_other():
     with pytest.raises(ValueError, match="unknown DC augmentation"):
         ev.train_and_test(jax.random.key(0), "ConvNet", x, y, x, y, num_classes=C, epochs=1,
                           lr=0.01, dsa=False, dc_strategy="crop_flip", progress=False)
+
+
+@pytest.mark.skipif(not os.environ.get("FRED_DATA_DIR"), reason="needs FRED_DATA_DIR (MNIST)")
+def test_evaluate_command_any_set_with_ranking_and_robustness(tmp_path):
+    """``python -m fred_jax.evaluate`` on a plain NCHW .npz (as torch code saves images), with
+    DD-Ranking scores and on-the-fly corruptions: one JSON with all three, and the robustness
+    run's clean accuracies are those of the same networks' test set."""
+    import json
+    import subprocess
+    import sys
+
+    from fred_jax import data
+
+    ds = data.load("mnist")
+    idx = np.concatenate([np.flatnonzero(ds.y_train == c)[:1] for c in range(10)])
+    np.savez(tmp_path / "set.npz", images=np.moveaxis(ds.x_train[idx], -1, 1),
+             labels=ds.y_train[idx])
+    common = [sys.executable, "-m", "fred_jax.evaluate", "--synset", str(tmp_path / "set.npz"),
+              "--dataset", "mnist", "--models", "MLP", "--num_eval", "2", "--epochs", "2",
+              "--noprogress"]
+    out = tmp_path / "out" / "results.json"
+    run = subprocess.run(common + ["--dd_ranking", "--budget_ipc", "1", "--full_accuracy", "97",
+                                   "--robustness", "corrupt", "--corruptions", "gaussian_noise",
+                                   "--severities", "1,5", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads(out.read_text())
+    accs = res["results"]["MLP"]["accs"]
+    assert len(accs) == 2 and res["config"]["format"] == "npz"
+    assert res["robustness"]["MLP"]["sets"]["clean"]["0"]["accs"] == accs
+    assert sorted(res["robustness"]["MLP"]["sets"]["gaussian_noise"]) == ["1", "5"]
+    rank = res["dd_ranking"]["MLP"]
+    assert rank["ior_per_seed"] == pytest.approx(
+        [a - r for a, r in zip(accs, rank["random_accs"])])
+    assert rank["hlr"] == pytest.approx(97 - np.mean(accs)) and 0 <= rank["ddrs"] <= 1
+    assert (tmp_path / "out" / "robustness_MLP.png").stat().st_size > 1000
+    bad = subprocess.run(common + ["--dd_ranking"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "pass --budget_ipc" in bad.stderr

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from fred_jax import experts, models
+from fred_jax import expert_store, experts, models
 
 SHAPE = (8, 8, 3)
 NUM_CLASSES = 3
@@ -37,10 +37,10 @@ def trained(toy, tmp_path_factory):
 def test_files_and_meta(trained):
     folder, meta = trained
     model = models.get(MODEL, NUM_CLASSES, SHAPE)
-    p, unravel = experts.param_unraveler(model, SHAPE)
-    assert set(os.listdir(folder)) == {experts.META_FILE} | {
+    p, unravel = expert_store.param_unraveler(model, SHAPE)
+    assert set(os.listdir(folder)) == {expert_store.META_FILE} | {
         f"expert_{i:05d}.npy" for i in range(3)}  # nothing temporary left behind
-    trajs = [np.load(experts.expert_path(folder, i)) for i in range(3)]
+    trajs = [np.load(expert_store.expert_path(folder, i)) for i in range(3)]
     for traj in trajs:
         assert traj.shape == (3, p) and traj.dtype == np.float32
         assert np.all(np.isfinite(traj))
@@ -49,11 +49,11 @@ def test_files_and_meta(trained):
     # epoch 0 is the initialisation of expert 0: fold_in(fold_in(key, 0), 0)
     init = models.init(model, jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), 0),
                        SHAPE)["params"]
-    np.testing.assert_array_equal(trajs[0][0], np.asarray(experts.flatten_params(init)))
+    np.testing.assert_array_equal(trajs[0][0], np.asarray(expert_store.flatten_params(init)))
     # unravel inverts the flat layout
-    back = experts.flatten_params(unravel(jax.numpy.asarray(trajs[0][2])))
+    back = expert_store.flatten_params(unravel(jax.numpy.asarray(trajs[0][2])))
     np.testing.assert_array_equal(np.asarray(back), trajs[0][2])
-    with open(os.path.join(folder, experts.META_FILE)) as f:
+    with open(os.path.join(folder, expert_store.META_FILE)) as f:
         on_disk = json.load(f)
     assert on_disk == meta and on_disk["num_params"] == p and on_disk["model"] == MODEL
     assert sorted(meta["test_acc"]) == ["0", "1", "2"]
@@ -66,13 +66,13 @@ def test_resume_retrains_only_missing_and_grouping_does_not_matter(trained, toy,
     folder, meta = trained
     copy = str(tmp_path / "copy")
     shutil.copytree(folder, copy)
-    before = {i: os.path.getmtime(experts.expert_path(copy, i)) for i in (0, 2)}
-    os.remove(experts.expert_path(copy, 1))
+    before = {i: os.path.getmtime(expert_store.expert_path(copy, i)) for i in (0, 2)}
+    os.remove(expert_store.expert_path(copy, 1))
     experts.train_experts(jax.random.key(0), *toy, expert_dir=copy, num_experts=3, parallel=1,
                           **KW)
-    assert {i: os.path.getmtime(experts.expert_path(copy, i)) for i in (0, 2)} == before
-    np.testing.assert_allclose(np.load(experts.expert_path(copy, 1)),
-                               np.load(experts.expert_path(folder, 1)), rtol=1e-4, atol=1e-5)
+    assert {i: os.path.getmtime(expert_store.expert_path(copy, i)) for i in (0, 2)} == before
+    np.testing.assert_allclose(np.load(expert_store.expert_path(copy, 1)),
+                               np.load(expert_store.expert_path(folder, 1)), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="lr: stored 0.05 vs requested 0.1"):
         experts.train_experts(jax.random.key(0), *toy, expert_dir=copy, num_experts=3,
                               **{**KW, "lr": 0.1})
@@ -80,9 +80,9 @@ def test_resume_retrains_only_missing_and_grouping_does_not_matter(trained, toy,
 
 def test_buffer_sampling(trained):
     folder, meta = trained
-    buffer = experts.ExpertBuffer(folder, {"model": MODEL, "dataset": "toy"})
+    buffer = expert_store.ExpertBuffer(folder, {"model": MODEL, "dataset": "toy"})
     assert len(buffer) == 3 and buffer.epochs == 2
-    trajs = [np.load(experts.expert_path(folder, i)) for i in range(3)]
+    trajs = [np.load(expert_store.expert_path(folder, i)) for i in range(3)]
     start, target = buffer.sample(np.random.default_rng(0), 5, max_start_epoch=1,
                                   expert_epochs=2)
     assert start.shape == target.shape == (5, meta["num_params"])
@@ -92,6 +92,6 @@ def test_buffer_sampling(trained):
     with pytest.raises(ValueError, match="epochs up to 3"):
         buffer.sample(np.random.default_rng(0), 1, max_start_epoch=2, expert_epochs=2)
     with pytest.raises(ValueError, match="model: stored"):
-        experts.ExpertBuffer(folder, {"model": "ConvNet"})
+        expert_store.ExpertBuffer(folder, {"model": "ConvNet"})
     with pytest.raises(FileNotFoundError, match="no experts"):
-        experts.ExpertBuffer(os.path.join(folder, "nowhere"))
+        expert_store.ExpertBuffer(os.path.join(folder, "nowhere"))

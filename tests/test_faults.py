@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fred_jax import checkpoint, configuration, evaluate, objectives, synset, train, visualize
+from fred_jax import checkpoint, cli, configuration, objectives, synset, train
 import test_train
 from test_train import small_config
 
@@ -118,9 +118,10 @@ def test_evaluate_and_visualize_refuse_a_non_finite_set(tmp_path, capsys):
     coeffs[1, 2, 3, 0] = np.nan
     _export(tmp_path / "nan.npz", coeffs)
     with pytest.raises(ValueError, match="nan.npz: the synthetic set holds non-finite"):
-        evaluate.load_export(str(tmp_path / "nan.npz"))
+        cli.load_export(str(tmp_path / "nan.npz"))
     with pytest.raises(SystemExit) as exit_:
-        visualize.main(["--synset", str(tmp_path / "nan.npz"), "--out", str(tmp_path / "png")])
+        cli.visualize_command(["--synset", str(tmp_path / "nan.npz"), "--out",
+                               str(tmp_path / "png")])
     assert exit_.value.code == 1
     assert "non-finite coefficients" in capsys.readouterr().err
     assert not (tmp_path / "png" / "synset_images.png").exists()
@@ -268,7 +269,7 @@ def test_foreign_export_files_get_one_clear_line(tmp_path):
                           r" 'labels', 'meta'\] \(has \['x'\]\)"),
             ("missing.npz", "missing.npz: no such file")]:
         with pytest.raises((ValueError, FileNotFoundError), match=message):
-            evaluate.load_export(str(tmp_path / name))
+            cli.load_export(str(tmp_path / name))
 
 
 def test_run_command_one_line_unless_verbose(capsys):
@@ -308,6 +309,6 @@ def test_cli_help_exits_0_and_errors_are_one_line(tmp_path):
         assert rc == 0 and "verbose" in out, (m, rc, err[-500:])
     out, err, rc = outs[4]
     assert rc == 1 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == (f"error: {tmp_path}/set.npy: a .npy array, expected "
-                                            f"an export .npz written by fred_jax (synset_best.npz"
-                                            f" or synset_last.npz of a workdir)")
+    assert err.strip().splitlines()[-1] == (f"error: {tmp_path}/set.npy: images without labels; "
+                                            f"pass the labels file (e.g. labels_best.pt beside "
+                                            f"images_best.pt)")

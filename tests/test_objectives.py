@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from fred_jax import configuration, data, models, objectives, synset, train, transforms
+from fred_jax import configuration, data, models, objectives, optimizer, synset, transforms
 from fred_jax.objectives import dc, dm
 
 C, H, CH = 3, 8, 2
@@ -62,11 +62,11 @@ def test_lr_convention_reproduces_sgd_on_unnormalised_coefficients():
     coeffs = jnp.take_along_axis(
         dct.forward(x0).reshape(num_classes, n, H * H, CH), jnp.asarray(indices)[:, None, :, None],
         axis=2)
-    tx = train.make_optimizer(
-        lr_ref, momentum, train.coefficient_lr_scale(indices, SHAPE, "dct", "torch_dct"), {})
+    tx = optimizer.make_optimizer(
+        lr_ref, momentum, optimizer.coefficient_lr_scale(indices, SHAPE, "dct", "torch_dct"), {})
     learnable = {"coeffs": coeffs}
     opt_state = tx.init(learnable)
-    apply = jax.jit(train.make_apply(tx))
+    apply = jax.jit(optimizer.make_apply(tx))
 
     def decode(co):
         return synset.decode(co, jnp.asarray(indices), "dct", SHAPE)
@@ -85,10 +85,11 @@ def test_lr_convention_reproduces_sgd_on_unnormalised_coefficients():
 def test_lr_convention_errors():
     idx = np.zeros((1, 4), np.int32)
     with pytest.raises(ValueError, match="needs transform 'dct'"):
-        train.coefficient_lr_scale(idx, SHAPE, "dwt", "torch_dct")
+        optimizer.coefficient_lr_scale(idx, SHAPE, "dwt", "torch_dct")
     with pytest.raises(ValueError, match="lr_convention"):
-        train.coefficient_lr_scale(idx, SHAPE, "dct", "torch")
-    np.testing.assert_array_equal(train.coefficient_lr_scale(idx, SHAPE, "dwt", "orthonormal"), 1)
+        optimizer.coefficient_lr_scale(idx, SHAPE, "dct", "torch")
+    np.testing.assert_array_equal(
+        optimizer.coefficient_lr_scale(idx, SHAPE, "dwt", "orthonormal"), 1)
 
 
 def test_auto_conv_impl_per_objective():
@@ -272,10 +273,10 @@ def _config(objective):
 def test_built_objective_update_decreases_nothing_breaks(problem, name):
     prob, init = problem
     objective = objectives.build(_config(name), prob)
-    tx = train.make_optimizer(1.0, 0.5, np.ones((C, 1, init.k, 1), np.float32), {})
+    tx = optimizer.make_optimizer(1.0, 0.5, np.ones((C, 1, init.k, 1), np.float32), {})
     learnable = {"coeffs": init.coeffs}
     opt_state = tx.init(learnable)
-    update = jax.jit(lambda l, o, k: objective.update(l, o, k, train.make_apply(tx)))
+    update = jax.jit(lambda l, o, k: objective.update(l, o, k, optimizer.make_apply(tx)))
     new, _, metrics = update(learnable, opt_state, jax.random.PRNGKey(1))
     assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) > 0
     assert new["coeffs"].shape == init.coeffs.shape

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import parity_util
-from fred_jax import data, models, objectives, synset, train
+from fred_jax import data, models, objectives, optimizer, synset
 from fred_jax.objectives import dc
 from test_parity_dm import coefficient_inputs, nhwc
 
@@ -94,13 +94,13 @@ def _iteration(conv_impl: str) -> dict:
         x_train=jnp.asarray(x), y_train=jnp.asarray(y),
         class_index=data.class_index(y, num_classes), model=model, num_classes=num_classes,
         image_shape=image_shape, ipc=1, instances_per_class=coeffs.shape[1])
-    tx = train.make_optimizer(lr_freq, mom_freq, train.coefficient_lr_scale(
+    tx = optimizer.make_optimizer(lr_freq, mom_freq, optimizer.coefficient_lr_scale(
         indices, image_shape, "dct", "torch_dct"), {})
     learnable = {"coeffs": jnp.asarray(coeffs)}
 
     def run(learnable, opt_state, params):
         return dc.iteration(problem, params, learnable, opt_state, jax.random.key(1),
-                            train.make_apply(tx), outer=int(outer), inner=int(inner),
+                            optimizer.make_apply(tx), outer=int(outer), inner=int(inner),
                             batch_real=int(batch_real), lr_net=lr_net,
                             batch_train=int(batch_train))
 

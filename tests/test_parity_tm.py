@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import parity_util
-from fred_jax import experts, models, objectives, synset
+from fred_jax import expert_store, models, objectives, synset
 from fred_jax.objectives import tm
 from test_parity_dm import coefficient_inputs
 from test_parity_dc import flat
@@ -47,7 +47,7 @@ def _ours(conv_impl: str, grad_chunk: int) -> dict:
     model = models.ConvNet(num_classes, width=width, conv_impl=conv_impl)
     start, target = (jnp.asarray(flat(parity_util.convnet_params_from_torch(
         parity_util.torch_state(g, p)))) for p in ("start:", "target:"))
-    if start.shape[0] != experts.param_unraveler(model, image_shape)[0]:
+    if start.shape[0] != expert_store.param_unraveler(model, image_shape)[0]:
         raise AssertionError(f"{start.shape[0]} expert parameters for {model}")
     labels = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), n)
 

@@ -6,7 +6,7 @@ FreD code (golden file from ``benchmarks/parity/ref_transform.py``).
   divided by that scale.
 - ``c32``/``m28``: the official ``SynSet.get`` (``dct.inverse(mask * freq)``) equals our
   ``synset.decode`` of the kept coefficients (divided by the scale), and after 1 and 3 steps of
-  the official SGD (lr 1e6, momentum 0.5) on a fixed loss our ``train.make_optimizer`` with
+  the official SGD (lr 1e6, momentum 0.5) on a fixed loss our ``optimizer.make_optimizer`` with
   ``coefficient_lr_scale(..., "torch_dct")`` gives the same decoded images.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 import parity_util
-from fred_jax import synset, train, transforms
+from fred_jax import optimizer, synset, transforms
 
 PIECE = "transform"
 TOL = 1e-5  # float32, relative to the largest reference value
@@ -75,8 +75,8 @@ def _synset_rows(g: dict, name: str) -> list[parity_util.Row]:
         x = decoded(p)
         return jnp.sum(w * x) + lam / 2 * jnp.sum((x - target) ** 2)
 
-    lr_scale = train.coefficient_lr_scale(indices, image_shape, "dct", "torch_dct")
-    tx = train.make_optimizer(float(g["lr"]), float(g["momentum"]), lr_scale, {})
+    lr_scale = optimizer.coefficient_lr_scale(indices, image_shape, "dct", "torch_dct")
+    tx = optimizer.make_optimizer(float(g["lr"]), float(g["momentum"]), lr_scale, {})
     state = tx.init(params)
     shape = "x".join(map(str, image_shape))
     rows = []

@@ -11,8 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from fred_jax import configuration, data, experts, models, synset, train
-from fred_jax.experts import flatten_params, param_unraveler
+from fred_jax import configuration, data, expert_store, experts, models, synset, train
+from fred_jax.expert_store import flatten_params, param_unraveler
 from fred_jax.objectives import tm as tm_lib
 
 NUM_CLASSES = 3
@@ -193,29 +193,72 @@ def _write_experts(folder, config, p, rng, num=2, epochs=3, starts=None):
     for i in range(num):
         start = rng.normal(size=p).astype(np.float32) if starts is None else starts[i]
         walk = np.cumsum(0.01 * rng.normal(size=(epochs, p)), axis=0)
-        np.save(experts.expert_path(folder, i),
+        np.save(expert_store.expert_path(folder, i),
                 np.concatenate([[start], start + walk]).astype(np.float32))
-    with open(os.path.join(folder, experts.META_FILE), "w") as f:
-        json.dump({**tm_lib.expert_settings(config, p), "epochs": epochs, "seed": 0,
+    with open(os.path.join(folder, expert_store.META_FILE), "w") as f:
+        json.dump({**expert_store.expert_settings(config, p), "epochs": epochs, "seed": 0,
                    "test_acc": {}, "seconds": {}}, f)
 
 
-def test_load_pool_trains_missing_experts_when_asked(tmp_path, monkeypatch):
+def test_prepare_trains_missing_experts_when_asked_and_load_pool_never_does(tmp_path,
+                                                                            monkeypatch):
     folder = str(tmp_path / "experts")
     config = _tm_config(folder)
-    config.tm.train_experts_if_missing = True
+    config.tm.experts.num_experts = 3
     calls = []
 
-    def fake_train(cfg):
+    def fake_train(cfg, progress):
         calls.append(cfg.tm.experts.dir)
         _write_experts(cfg.tm.experts.dir, cfg, 7, np.random.default_rng(0), num=3)
 
     monkeypatch.setattr(experts, "train_from_config", fake_train)
-    pool = tm_lib.load_pool(config, 7)
+    for missing in (lambda: expert_store.load_pool(config, 7), lambda: experts.prepare(config)):
+        with pytest.raises(configuration.ConfigError, match="python -m fred_jax.experts --config"):
+            missing()
+    config.tm.train_experts_if_missing = True
+    with pytest.raises(configuration.ConfigError, match="python -m fred_jax.experts --config"):
+        expert_store.load_pool(config, 7)
+    experts.prepare(config)
+    pool = expert_store.load_pool(config, 7)
     assert calls == [folder] and pool.shape == (3, 3, 7)  # rows: max_start 2 + M 1
-    np.testing.assert_array_equal(pool[1], np.load(experts.expert_path(folder, 1))[:3])
+    np.testing.assert_array_equal(pool[1], np.load(expert_store.expert_path(folder, 1))[:3])
+    experts.prepare(config)  # all 3 complete: nothing to train
     config.tm.max_experts = 2
-    assert tm_lib.load_pool(config, 7).shape == (2, 3, 7) and len(calls) == 1
+    assert expert_store.load_pool(config, 7).shape == (2, 3, 7) and len(calls) == 1
+    config.tm.experts.num_experts = 4  # incomplete: trained when asked, else used as it is
+    experts.prepare(config)
+    assert len(calls) == 2
+    config.tm.train_experts_if_missing = False
+    experts.prepare(config)
+    assert len(calls) == 2
+    config.objective = "dm"
+    config.tm.experts.dir = str(tmp_path / "nowhere")
+    experts.prepare(config)  # not a TM run: nothing to check
+
+
+def test_validation_checks_the_tm_section_and_stored_experts_before_data(tmp_path):
+    folder = str(tmp_path / "experts")
+    config = _tm_config(folder)
+    toy = types.SimpleNamespace(image_shape=SHAPE, num_classes=NUM_CLASSES)
+    configuration.validate(config, dataset=toy)  # no experts yet: experts.prepare says how
+    _write_experts(folder, config, 7, np.random.default_rng(0))
+    configuration.validate(config, dataset=toy)
+    config.tm.experts.lr = 0.02
+    with pytest.raises(configuration.ConfigError, match="lr: stored 0.01 vs requested 0.02"):
+        configuration.validate(config, dataset=toy)
+    config.tm.experts.lr = 0.01
+    config.tm.max_start_epoch, config.tm.experts.epochs = 4, 5  # the stored ones have 3
+    with pytest.raises(configuration.ConfigError,
+                       match="config.tm needs expert epochs up to 4, the experts in .* have 3"):
+        configuration.validate(config, dataset=toy)
+    config.tm.max_start_epoch = 2
+    config.tm.syn_step = 3
+    with pytest.raises(configuration.ConfigError, match="config.tm.syn_step: unknown field"):
+        configuration.validate(config, dataset=toy)
+    config = configuration.defaults()
+    config.objective = "tm"
+    with pytest.raises(configuration.ConfigError, match="config.tm: missing section"):
+        configuration.validate(config, dataset=toy)
 
 
 def test_objective_runs_in_the_training_loop(tmp_path):
@@ -267,7 +310,7 @@ def test_paper_configs_are_valid():
         shape, num_classes = configuration.DATASETS[config.dataset]
         configuration.validate(config, dataset=types.SimpleNamespace(
             image_shape=shape, num_classes=num_classes))
-        tm_lib.check_config(config)
+        tm_lib.check(config)
         assert config.tm.experts.dir.endswith(f"{config.dataset}_{config.model}")
         names.add(os.path.basename(path)[:-3])
     for name in ("cifar10_ipc1", "cifar10_ipc10", "cifar10_ipc50", "mnist_ipc1", "svhn_ipc50",
@@ -276,7 +319,7 @@ def test_paper_configs_are_valid():
     config.tm.experts.conv_impl = "winograd"
     with pytest.raises(configuration.ConfigError,
                        match=r"config.tm.experts.conv_impl: 'winograd' is not one of"):
-        tm_lib.check_config(config)
+        tm_lib.check(config)
     c = configuration.from_file(os.path.join(os.path.dirname(__file__), "..", "configs",
                                              "cifar10_ipc1.py"))
     assert (c.k, c.lr, c.tm.syn_steps, c.tm.max_start_epoch, c.tm.lr_lr) == (64, 1e8, 50, 5, 1e-7)

@@ -105,6 +105,49 @@ def test_pixel_parameterization_same_budget(dataset, tmp_path):
     assert results["budget_parameters"] == results["budget_limit"] == C * H * H
 
 
+def test_idc_parameterization_same_budget(dataset, tmp_path):
+    """IDC through the same loop: half-resolution images, 4 instances per stored image, the
+    export decodes to what the run's final state decodes to."""
+    config = small_config(parameterization="idc", num_iterations=2, **{"eval.num_eval": 0})
+    results = train.run(config, str(tmp_path), dataset=dataset, progress=False)
+    assert results["transform"] == "idc" and results["k"] == (H // 2) ** 2
+    assert results["instances_per_class"] == 4
+    assert results["budget_parameters"] == results["budget_limit"] == C * H * H
+    syn, _ = synset.load(os.path.join(str(tmp_path), "synset_last.npz"))
+    images = np.asarray(syn.images())
+    assert images.shape == (C, 4, H, H, 1) and np.isfinite(images).all()
+    state, _ = _final_state(config, dataset, str(tmp_path))
+    assert not np.allclose(np.asarray(state.learnable["coeffs"]), np.asarray(
+        train.create(config, dataset).state.learnable["coeffs"]))
+
+
+def test_validation_split_selects_without_the_test_set(dataset, tmp_path):
+    """eval.validation_per_class: the held-out images leave the distilled data, every
+    evaluation tests the same networks on them, and synset_best_validation.npz is the set of
+    the best validation accuracy (synset_best.npz keeps the official test-set choice)."""
+    held, rest = dataset.split_validation(5, seed=0)[1], dataset.split_validation(5, seed=0)[0]
+    assert held[0].shape == (C * 5, H, H, 1) and np.array_equal(held[1], np.repeat(np.arange(C), 5))
+    assert len(rest.y_train) == len(dataset.y_train) - C * 5
+    assert not (rest.x_train[:, None] == held[0][None]).all(axis=(2, 3, 4)).any()
+    config = small_config(num_iterations=4, **{"eval.every": 2, "eval.validation_per_class": 5})
+    results = train.run(config, str(tmp_path), dataset=dataset, progress=False)
+    history = results["history"]
+    assert [h["step"] for h in history] == [2, 4]
+    vals = [h["results"]["MLP"]["validation"] for h in history]
+    assert all(len(v["accs"]) == 1 and 0 <= v["mean"] <= 100 for v in vals)
+    best = max(range(2), key=lambda i: (vals[i]["mean"], -i))
+    chosen = results["best_validation"]
+    assert chosen["step"] == history[best]["step"]
+    assert chosen["validation_mean"] == vals[best]["mean"]
+    assert chosen["mean"] == history[best]["results"]["MLP"]["mean"]
+    _, meta = synset.load(os.path.join(str(tmp_path), "synset_best_validation.npz"))
+    assert meta["step"] == chosen["step"]
+    with pytest.raises(configuration.ConfigError, match="eval.validation_per_class"):
+        configuration.validate(small_config(**{"eval.validation_per_class": -1}), dataset=dataset)
+    with pytest.raises(ValueError, match="would leave none"):
+        dataset.split_validation(40)
+
+
 def test_non_finite_loss_stops_with_a_message(dataset, tmp_path):
     config = small_config(lr=1e12, momentum=0.0, **{"eval.num_eval": 0})
     with pytest.raises(train.NonFiniteLossError,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fred_jax import synset, visualize
+from fred_jax import cli, synset, visualize
 from fred_jax.visualize import PAD, PAD_VALUE
 
 MEAN = np.array([0.4914, 0.4822, 0.4465])
@@ -83,7 +83,7 @@ def test_cli_writes_both_pngs(tmp_path):
     export = tmp_path / "syn.npz"
     synset.save(export, s, mean=MEAN, std=STD, dataset="toy")
     argv = ["--synset", str(export), "--out", str(tmp_path / "o")]
-    images_path, masks_path = visualize.main(argv)
+    images_path, masks_path = cli.visualize_command(argv)
     assert Image.open(images_path).size == _grid_size(2, 3, 8, 8, 8)
     m = np.asarray(Image.open(masks_path))
     kept = visualize.indices_to_masks(s.indices, (8, 8))

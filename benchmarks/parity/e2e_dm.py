@@ -29,15 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+import harness  # noqa: E402
 REF_PYTHON = os.path.join(ROOT, ".venv-ref", "bin", "python")
 STEPS = ("distill_ref", "distill_ours", "eval_ours_official", "eval_ours_ours", "eval_ref_ours",
          "table")
@@ -45,24 +45,14 @@ ROWS = (("official DM set", "eval_ref_ours"), ("fred_jax DM set", "eval_ours_our
         ("fred_jax DM set", "eval_ours_official"))
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
-
-
 def run_logged(cmd: list[str], log: str) -> float:
     """Run ``cmd`` with stdout/stderr to ``log``; return its wall time; fail loudly."""
     print("$", " ".join(cmd), f"> {log}", flush=True)
-    start = time.perf_counter()
-    with open(log, "w") as f:
+    with harness.Stopwatch() as sw, open(log, "w") as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     if rc:
         raise SystemExit(f"error: exit {rc}: {' '.join(cmd)} (see {log})")
-    return time.perf_counter() - start
+    return sw.wall
 
 
 def ours_dir(a) -> str:
@@ -130,13 +120,13 @@ def evaluate_ours(a, x: np.ndarray, y: np.ndarray, out: str, what: str) -> None:
     from fred_jax import data, evaluate
 
     dataset = data.load("cifar10")
-    start = time.perf_counter()
-    r = evaluate.evaluate_synset(jax.random.key(a.seed), x, y, dataset, models=("ConvNet",),
-                                 epochs=a.epochs, lr=a.lr, num_eval=a.seeds, batch_size=256,
-                                 dsa=True, progress=False)["ConvNet"]
+    with harness.Stopwatch() as sw:
+        r = evaluate.evaluate_synset(jax.random.key(a.seed), x, y, dataset, models=("ConvNet",),
+                                     epochs=a.epochs, lr=a.lr, num_eval=a.seeds, batch_size=256,
+                                     dsa=True, progress=False)["ConvNet"]
     result = {"evaluator": "fred_jax.evaluate.evaluate_synset", "set": what,
               "accs": r["accs"], "mean": r["mean"], "std": r["std"], "seeds": a.seeds,
-              "epochs": a.epochs, "lr": a.lr, "seconds": time.perf_counter() - start,
+              "epochs": a.epochs, "lr": a.lr, "seconds": sw.wall,
               "conv_impl": r["conv_impl"], "num_train": r["num_train"]}
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
@@ -214,7 +204,8 @@ def step_table(a) -> None:
     overlap = mask_overlap(a) if have_both else None
 
     print(f"\nFreD + DM, CIFAR-10, 1 img/class (k=64, 16 inst/class), {a.updates} updates; "
-          f"eval ConvNet, {a.seeds} seeds x {a.epochs} epochs, DSA, lr {a.lr}; CPU: {cpu_model()}")
+          f"eval ConvNet, {a.seeds} seeds x {a.epochs} epochs, DSA, lr {a.lr}; "
+          f"CPU: {harness.cpu_model()}")
     nan = float("nan")
     print(f"distillation wall time (shared 2-core CPU): official main() "
           f"{distill['official'] or nan:.0f} s (data + masks + loop); fred_jax process "
@@ -243,7 +234,7 @@ def step_table(a) -> None:
                                 "lr_freq": 1e6, "momentum": 0.5, "batch_real": 256, "dsa": True,
                                 "model": "ConvNet", "eval_seeds": a.seeds,
                                 "eval_epochs": a.epochs, "eval_lr": a.lr, "seed": a.seed},
-                   "cpu": cpu_model(), "distill_seconds": distill, "results": results,
+                   "cpu": harness.cpu_model(), "distill_seconds": distill, "results": results,
                    "loss_per_class": losses, "mask_overlap": overlap}, f, indent=1)
     print(f"wrote {os.path.relpath(out, ROOT)}")
 

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         table += rows(piece)
     bad = sum(not r.ok for r in table)
     report = "".join(
-        [f"| piece | quantity | error | tolerance | ok | note |\n|---|---|---|---|---|---|\n"]
+        ["| piece | quantity | error | tolerance | ok | note |\n|---|---|---|---|---|---|\n"]
         + [f"| {r.piece} | {r.quantity} | {r.err:.3g} | {r.tol:.3g} | "
            f"{'yes' if r.ok else 'NO'} | {r.note} |\n" for r in table]
         + [f"\n{len(table) - bad} of {len(table)} quantities within tolerance\n"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -19,6 +20,9 @@ import numpy as np
 import torch
 
 import reference
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: E402  (benchmarks/harness.py: stdlib only at import)
 
 
 def make_args(utils):
@@ -120,10 +124,9 @@ def main() -> None:
                       "threads": torch.get_num_threads()}), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
-        t, c = time.perf_counter(), time.process_time()
-        run[req["work"]]()
-        print(json.dumps({"wall": time.perf_counter() - t, "cpu": time.process_time() - c}),
-              flush=True)
+        with harness.Stopwatch() as sw:
+            run[req["work"]]()
+        print(json.dumps({"wall": sw.wall, "cpu": sw.cpu}), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,37 +13,38 @@ leaves. The loop (``fred_jax.train``) owns the learnable pytree ``{"coeffs": [C,
 - ``extra_learnables``: leaves besides ``"coeffs"`` (TM: ``{"syn_lr": ...}``), each trained by
   its own optax transformation in ``extra_optimisers`` (same keys).
 
-``build(config, problem)`` picks the module by ``config.objective``; every module in
-``MODULES`` exposes ``build(config, problem) -> Objective`` and a ``loss`` function on decoded
-images. Adding an objective (TM) = one module with those two functions plus one line in
-``MODULES``.
+``build(config, problem)`` picks the module by ``config.objective``; every objective module
+(:data:`NAMES`) exposes ``build(config, problem) -> Objective`` and a ``loss`` function on
+decoded images, and owns its config section ``config.<name>``: ``defaults()`` and
+``check(config)`` live in the JAX-free ``<name>_config`` module (re-exported by the objective),
+which :mod:`fred_jax.configuration` composes. Adding an objective = those two modules plus its
+name in :data:`NAMES`, :func:`modules` and the configuration's sections.
+
+This package loads the objective modules and the protocol (``base``), which need JAX, on first
+use, so that the configuration (and every config file) reads the sections without JAX.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-import jax
+NAMES = ("dm", "dc", "tm")
+"""The objectives: ``fred_jax.objectives.<name>`` with its section in ``<name>_config``."""
 
-from fred_jax.objectives import dc, dm, tm
-from fred_jax.objectives.base import Apply, Metrics, Objective, Problem, Update, single_step
-
-MODULES = {"dm": dm, "dc": dc, "tm": tm}
-"""Objective name -> module with ``build(config, problem)`` and ``loss``."""
-
-NAMES = tuple(MODULES)
+_PROTOCOL = ("Apply", "Metrics", "Objective", "Problem", "Update", "single_step")
 
 SECOND_ORDER = frozenset({"dc", "tm"})
 """Objectives that differentiate through network gradients (the matching network trains)."""
 
 
 def default_conv_impl(objective: str) -> str:
-    """``config.conv_impl = "auto"``: on XLA:CPU ``im2col`` for second-order objectives (its
-    custom VJP keeps every derivative a patch matmul) and ``tapgrad`` for DM (``lax`` forward,
-    cheaper input gradient of the RGB layer); ``lax`` on GPU/TPU."""
-    if jax.default_backend() != "cpu":
-        return "lax"
-    return "im2col" if objective in SECOND_ORDER else "tapgrad"
+    """``config.conv_impl = "auto"``: the backend policy's choice for ``objective``
+    (:class:`fred_jax.platform.Policy`: on XLA:CPU ``im2col`` for second-order objectives,
+    ``tapgrad`` for DM; ``lax`` on GPU/TPU)."""
+    from fred_jax import platform
+
+    return platform.policy().distill_conv(objective)
 
 
 def conv_impl(config: Any) -> str:
@@ -52,12 +53,30 @@ def conv_impl(config: Any) -> str:
     return default_conv_impl(config.objective) if value == "auto" else value
 
 
+def modules() -> dict[str, Any]:
+    """Objective name -> module with ``build(config, problem)`` and ``loss`` (imports JAX)."""
+    from fred_jax.objectives import dc, dm, tm
+
+    return {"dm": dm, "dc": dc, "tm": tm}
+
+
 def build(config: Any, problem: Problem) -> Objective:
     """The objective ``config.objective`` for ``problem``."""
-    if config.objective not in MODULES:
+    if config.objective not in NAMES:
         raise ValueError(f"unknown objective {config.objective!r}; expected one of {NAMES}")
-    return MODULES[config.objective].build(config, problem)
+    return modules()[config.objective].build(config, problem)
 
 
-__all__ = ["Apply", "Metrics", "Objective", "Problem", "Update", "build", "conv_impl", "dc",
-           "default_conv_impl", "dm", "tm", "single_step", "MODULES", "NAMES", "SECOND_ORDER"]
+def __getattr__(name: str) -> Any:
+    """The protocol (``Problem``, ``Objective``, ...) and the objective modules, on first use."""
+    if name in _PROTOCOL:
+        from fred_jax.objectives import base
+
+        return getattr(base, name)
+    if name in NAMES:  # not via modules(): its `from ... import` asks this function first
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Apply", "Metrics", "NAMES", "Objective", "Problem", "SECOND_ORDER", "Update", "build",
+           "conv_impl", "dc", "default_conv_impl", "dm", "modules", "single_step", "tm"]

@@ -13,7 +13,8 @@ scales) contribute 0.
 
 Reference: VICO-UoE/DatasetCondensation ``main.py``/``utils.py``, sdh0818/FreD ``DC/``.
 BatchNorm matching networks are not supported (the reference freezes their statistics on a
-real batch first); ``fred_jax.config_check`` rejects them.
+real batch first); the section's check rejects them. Settings: the ``config.dc`` section
+(:mod:`fred_jax.objectives.dc_config`: ``defaults``, ``LOOPS``, ``check``).
 """
 
 from __future__ import annotations
@@ -25,14 +26,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fred_jax import augment, data, sharding
+from fred_jax import augment, classifier, data, platform, sharding
 from fred_jax.objectives.base import Apply, Objective, Problem
-
-LOOPS: dict[int, tuple[int, int]] = {
-    1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10),
-    2: (1, 1), 11: (10, 50), 51: (50, 10),
-}
-"""ipc -> (outer_loop, inner_loop) of the reference ``get_loops`` (FreD adds ipc 2, 11, 51)."""
+from fred_jax.objectives.dc_config import LOOPS, check, defaults
 
 
 def loops(ipc: int) -> tuple[int, int]:
@@ -78,12 +74,15 @@ def loss(
     strategy: str = "",
     dsa_params: augment.DSAParams = augment.DSAParams(),
     mesh: Any = None,
+    in_loop: bool | None = None,
 ) -> jax.Array:
     """Gradient-matching distance summed over classes.
 
     real ``[C, B, *image]``, syn ``[C, n, *image]`` (differentiable, second order through the
     synthetic gradients); labels are the class positions. ``strategy`` non-empty: DSA with one
-    key per class shared by the real and synthetic batch.
+    key per class shared by the real and synthetic batch. in_loop: classes one after another
+    (``lax.map``) or vmapped (split over ``mesh``); None: the backend policy's
+    ``classes_in_loop`` (:mod:`fred_jax.platform`).
     """
     if real.shape[0] != syn.shape[0] or real.shape[2:] != syn.shape[2:]:
         raise ValueError(f"real {real.shape} and syn {syn.shape} must be [C, *, *image]")
@@ -103,7 +102,9 @@ def loss(
 
     classes = jnp.arange(num_classes, dtype=jnp.int32)
     real = jax.lax.stop_gradient(real)
-    if mesh is None:
+    if in_loop is None:
+        in_loop = platform.policy(mesh=mesh).classes_in_loop
+    if in_loop:
         # Class by class (lax.map): only the chosen DSA op runs (a vmapped lax.switch
         # evaluates every branch), and per-class weight gradients stay plain convolutions (a
         # vmap turns them into grouped convolutions, which XLA:CPU runs far slower).
@@ -132,40 +133,24 @@ def train_network(
     strategy: str = "",
     dsa_params: augment.DSAParams = augment.DSAParams(),
 ) -> Any:
-    """``epochs`` epochs of plain SGD on ``(x [N, *image], y [N])``: shuffled batches of
-    ``batch_size`` (the last one partial, as a PyTorch DataLoader without drop_last), DSA with
-    per-image parameters when ``strategy`` is non-empty."""
-    n = x.shape[0]
-    num_batches = -(-n // batch_size)
-    bs = min(batch_size, n)
+    """``epochs`` epochs of plain SGD on ``(x [N, *image], y [N])`` with the classifier trainer
+    (:mod:`fred_jax.classifier`): shuffled batches of ``batch_size`` (the last one smaller, as
+    a PyTorch DataLoader without drop_last), DSA with per-image parameters when ``strategy`` is
+    non-empty. Epoch ``e`` uses the ``e``-th of ``split(key, epochs)``
+    (:func:`fred_jax.classifier.split_schedule`)."""
     use_dsa = bool(augment.parse_strategy(strategy))
+    tx = classifier.sgd(0.0, 0.0)
+    step = classifier.step_fn(model, tx, classifier.augmenter(strategy if use_dsa else None,
+                                                              dsa_params),
+                              uses_batch_stats=False, piece=0)
+    epoch = classifier.epoch_fn(step, x.shape[0], batch_size, classifier.split_schedule)
 
-    def batch_step(params, inputs):
-        idx, valid, k = inputs
-        xb, yb = x[idx], y[idx]
-        if use_dsa:
-            xb = augment.dsa(k, xb, strategy, dsa_params, siamese=False)
+    def body(state, k):
+        return epoch(state, k, 0, lr, x, y)[0], None
 
-        def batch_loss(p):
-            logits = model.apply({"params": p}, xb)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-            return jnp.sum(ce * valid) / jnp.sum(valid)
-
-        grads = jax.grad(batch_loss)(params)
-        return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads), None
-
-    def epoch(params, k):
-        k_perm, k_aug = jax.random.split(k)
-        order = jax.random.permutation(k_perm, n)
-        order = jnp.concatenate([order, jnp.zeros((num_batches * bs - n,), order.dtype)])
-        valid = (jnp.arange(num_batches * bs) < n).astype(x.dtype)
-        batches = (order.reshape(num_batches, bs), valid.reshape(num_batches, bs),
-                   jax.random.split(k_aug, num_batches))
-        params, _ = jax.lax.scan(batch_step, params, batches)
-        return params, None
-
-    params, _ = jax.lax.scan(epoch, params, jax.random.split(key, epochs))
-    return params
+    state = classifier.TrainState(params, {}, tx.init(params))
+    state, _ = jax.lax.scan(body, state, jax.random.split(key, epochs))
+    return state.params
 
 
 def iteration(

@@ -1,7 +1,7 @@
 """Trajectory matching (MTT, Cazenavette et al. 2022), the objective of FreD's headline results.
 
 Given an expert trajectory ``theta*`` (flat parameter vectors per epoch, see
-:mod:`fred_jax.experts`), start a student at ``theta*_t`` (t random below ``max_start_epoch``),
+:mod:`fred_jax.expert_store`), start a student at ``theta*_t`` (t random below ``max_start_epoch``),
 take ``syn_steps`` SGD steps with the learnable rate ``syn_lr`` on mini-batches of the decoded
 synthetic set, and return
 
@@ -23,9 +23,10 @@ running gradient sum per piece) and recomputes the activations when it needs the
 remat every step's activations (hundreds of MB per step at the CIFAR-10 ipc=1 budget) would
 stay alive. ``grad_chunk`` splits each step's gradient into sequential pieces of that many
 images, so only one piece's activations are alive at a time (less memory, and faster on CPU
-thanks to cache locality; measured in ``benchmarks/step_time_tm.py``). ``config.conv_impl =
-"auto"`` gives the student ``im2col`` convolutions on XLA:CPU (every order of derivative stays
-a patch matmul) and ``lax`` on GPU/TPU, where ``grad_chunk=0`` is the better choice.
+thanks to cache locality; measured in ``benchmarks/step_time_tm.py``). Left at None (auto), the
+backend policy (:mod:`fred_jax.platform`) picks pieces of 20 on XLA:CPU and whole batches on
+GPU/TPU; ``config.conv_impl = "auto"`` gives the student ``im2col`` convolutions on XLA:CPU
+(every order of derivative stays a patch matmul) and ``lax`` on GPU/TPU.
 
 Several trajectories per outer step: pass ``start``/``target`` of shape ``[T, P]``; they are
 vmapped and the loss is their mean (:func:`sharded_loss` splits them over a device mesh).
@@ -33,6 +34,10 @@ vmapped and the loss is their mean (:func:`sharded_loss` splits them over a devi
 The learnable rate has its own optimiser (SGD, momentum 0.5, ``lr_lr``) and is clipped to
 ``>= MIN_SYN_LR`` after each update (reference: ``syn_lr.data.clip(min=0.001)``); it starts at
 ``lr_teacher`` and its final value is the learning rate that evaluation uses.
+
+Settings: the ``config.tm`` section (:mod:`fred_jax.objectives.tm_config`: ``defaults``,
+``check``). Building the objective reads the stored experts and never trains them
+(:func:`fred_jax.experts.prepare` does, before the run loads its data).
 """
 
 from __future__ import annotations
@@ -43,16 +48,13 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
-from fred_jax import augment, configuration, experts, sharding
-from fred_jax.configuration import ConfigError
-from fred_jax.experts import param_unraveler
+from fred_jax import augment, expert_store, platform, sharding
+from fred_jax.expert_store import param_unraveler
 from fred_jax.objectives.base import Objective, Problem, single_step
+from fred_jax.objectives.tm_config import MIN_SYN_LR, check, defaults
 
-MIN_SYN_LR = 1e-3
 LR_MOMENTUM = 0.5
 
 
@@ -221,104 +223,6 @@ def clip_lr(syn_lr: jax.Array) -> jax.Array:
     return jnp.maximum(syn_lr, MIN_SYN_LR)
 
 
-# ----------------------------------------------------------------------------- configuration
-
-
-def defaults() -> ml_collections.ConfigDict:
-    """The ``config.tm`` section with the reference defaults (FreD ``TM/hyper_params.py`` for
-    CIFAR-10 ipc=1; MTT ``buffer.py`` for the experts). Every field is commented."""
-    c = ml_collections.ConfigDict()
-    c.syn_steps = 50  # student SGD steps per iteration (reference syn_steps)
-    c.expert_epochs = 2  # M: the target is the expert M epochs after the start
-    c.max_start_epoch = 5  # start epoch t drawn uniformly from [0, max_start_epoch)
-    c.lr_teacher = 0.01  # initial learnable student rate (reference lr_teacher)
-    c.lr_lr = 1e-7  # SGD rate (momentum 0.5) of the learnable student rate; clipped >= 1e-3
-    c.batch_syn = 0  # student mini-batch; 0 = the whole synthetic set (reference default)
-    c.num_trajectories = 1  # expert trajectories per iteration (vmapped, loss averaged)
-    c.grad_chunk = 20  # images per piece of each student gradient (same result, less memory;
-    # CPU: ~20 is fastest; GPU/TPU: 0 = the whole batch at once)
-    c.max_experts = 0  # experts held in memory for sampling; 0 = all in experts.dir
-    c.train_experts_if_missing = False  # train missing experts before distilling
-    c.experts = ml_collections.ConfigDict()
-    c.experts.dir = "experts/cifar10_ConvNetD3"  # folder of expert_*.npy + experts.json
-    c.experts.num_experts = 100  # experts to train (reference 100)
-    c.experts.epochs = 50  # epochs per expert, each one stored (reference 50)
-    c.experts.lr = 0.01  # SGD rate of the experts (reference lr_teacher of buffer.py)
-    c.experts.momentum = 0.0  # SGD momentum of the experts (reference 0)
-    c.experts.weight_decay = 0.0  # weight decay of the experts (reference 0)
-    c.experts.batch_size = 256  # expert training batch (reference batch_train)
-    c.experts.dsa = True  # DSA (per image, config.dsa_strategy) on the real training batches
-    c.experts.parallel = 2  # experts trained at once (vmap); raise on accelerators
-    c.experts.conv_impl = "auto"  # auto: tapgrad on CPU, lax elsewhere (see fred_jax.evaluate)
-    c.experts.seed = 0  # expert i uses fold_in(key(seed), i)
-    return c
-
-
-def check_config(config: Any) -> None:
-    """Raise ConfigError for a ``config.tm`` section that cannot run (names the field)."""
-    t = config.tm
-    configuration.require_positive(config, tuple(f"tm.{f}" for f in (
-        "syn_steps", "expert_epochs", "max_start_epoch", "num_trajectories",
-        "experts.num_experts", "experts.epochs", "experts.batch_size", "experts.parallel")))
-    if min(int(t.batch_syn), int(t.max_experts), int(t.grad_chunk)) < 0:
-        raise ConfigError("config.tm.batch_syn, max_experts and grad_chunk must be >= 0")
-    if not float(t.lr_teacher) >= MIN_SYN_LR or not float(t.lr_lr) > 0:
-        raise ConfigError(f"config.tm.lr_teacher must be >= {MIN_SYN_LR} and lr_lr > 0, got "
-                         f"{t.lr_teacher} and {t.lr_lr}")
-    configuration.require_conv_impl(config, "tm.experts.conv_impl", auto=True)
-    need = int(t.max_start_epoch) - 1 + int(t.expert_epochs)
-    if need > int(t.experts.epochs):
-        raise ConfigError(f"config.tm: max_start_epoch - 1 + expert_epochs = {need} exceeds "
-                         f"experts.epochs = {t.experts.epochs}")
-
-
-def expert_settings(config: Any, num_params: int | None = None) -> dict:
-    """Settings that stored experts must match to be used with ``config``."""
-    e = config.tm.experts
-    out = {"dataset": config.dataset, "model": config.model, "zca": bool(config.zca),
-           "lr": float(e.lr), "momentum": float(e.momentum),
-           "weight_decay": float(e.weight_decay), "batch_size": int(e.batch_size),
-           "dsa": bool(e.dsa), "dsa_strategy": config.dsa_strategy if e.dsa else ""}
-    if num_params is not None:
-        out["num_params"] = num_params
-    return out
-
-
-def missing_experts_message(config: Any) -> str:
-    """How to create the experts that ``config`` needs."""
-    e = config.tm.experts
-    return (f"no expert trajectories for {config.dataset}/{config.model} in "
-            f"{e.dir!r}. Create them with\n  python -m fred_jax.experts --config "
-            f"<this config file>   (trains {e.num_experts} experts x {e.epochs} epochs; "
-            f"--config.tm.experts.num_experts=N for fewer)\nor set "
-            f"config.tm.train_experts_if_missing=True, or point config.tm.experts.dir at "
-            f"existing experts.")
-
-
-def load_pool(config: Any, num_params: int) -> np.ndarray:
-    """``[E, max_start_epoch + expert_epochs, P]``: the epochs TM can use of each stored
-    expert (E = all or ``max_experts``), read one memory-mapped file at a time. Trains the
-    experts first when they are missing and ``train_experts_if_missing`` is set; otherwise a
-    ConfigError says how to create them."""
-    t = config.tm
-    if experts.read_meta(t.experts.dir) is None:
-        if not t.train_experts_if_missing:
-            raise ConfigError(missing_experts_message(config))
-        experts.train_from_config(config)
-    try:
-        buffer = experts.ExpertBuffer(t.experts.dir, expert_settings(config, num_params))
-    except FileNotFoundError as e:
-        raise ConfigError(f"{e}\n{missing_experts_message(config)}") from None
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    rows = int(t.max_start_epoch) + int(t.expert_epochs)
-    if rows - 1 > buffer.epochs:
-        raise ConfigError(f"config.tm needs expert epochs up to {rows - 1}, the experts in "
-                          f"{t.experts.dir!r} have {buffer.epochs}")
-    count = len(buffer) if not int(t.max_experts) else min(len(buffer), int(t.max_experts))
-    return np.stack([np.asarray(buffer.trajectory(i)[:rows]) for i in range(count)])
-
-
 def build(config: Any, problem: Problem) -> Objective:
     """TM objective: per iteration ``config.tm.num_trajectories`` random (expert, start) pairs
     from the stored experts, the student ``problem.model`` (``config.model`` with
@@ -326,14 +230,16 @@ def build(config: Any, problem: Problem) -> Objective:
     and on the learnable rate ``syn_lr`` (then clipped). With ``problem.mesh`` the expert pool
     is replicated over the mesh and the trajectories of a step are split over it
     (:func:`sharded_loss`)."""
-    check_config(config)
+    check(config)
     t = config.tm
     model, shape = problem.model, problem.image_shape
     num_params, _ = param_unraveler(model, shape)
-    pool = load_pool(config, num_params)
+    pool = expert_store.load_pool(config, num_params)
     pool = jnp.asarray(pool) if problem.mesh is None else sharding.replicate(pool, problem.mesh)
     num_experts = pool.shape[0]
     syn_steps, batch_syn = int(t.syn_steps), int(t.batch_syn) or None
+    grad_chunk = int(platform.resolve(t.grad_chunk,
+                                      platform.policy(mesh=problem.mesh).tm_grad_chunk))
     max_start, m, count = int(t.max_start_epoch), int(t.expert_epochs), int(t.num_trajectories)
     strategy = config.dsa_strategy
     use_dsa = bool(augment.parse_strategy(strategy))
@@ -352,7 +258,7 @@ def build(config: Any, problem: Problem) -> Objective:
         value = sharded_loss(problem.mesh, model, images, labels, learnable["syn_lr"], start,
                              target, k_tm, syn_steps=syn_steps, batch_syn=batch_syn,
                              dsa=use_dsa, dsa_strategy=strategy if use_dsa else augment.STRATEGY,
-                             grad_chunk=int(t.grad_chunk))
+                             grad_chunk=grad_chunk)
         return value, {"syn_lr": learnable["syn_lr"]}
 
     step = single_step(loss_fn)
@@ -368,5 +274,5 @@ def build(config: Any, problem: Problem) -> Objective:
     )
 
 
-__all__ = ["batch_indices", "build", "check_config", "clip_lr", "defaults", "load_pool",
-           "loss", "lr_optimizer", "sharded_loss", "student_trajectory"]
+__all__ = ["MIN_SYN_LR", "batch_indices", "build", "check", "clip_lr", "defaults", "loss",
+           "lr_optimizer", "sharded_loss", "student_trajectory"]

@@ -1,0 +1,116 @@
+"""Backend policy: every "auto" choice of the library, resolved in one place from the backend
+and the device mesh.
+
+Which convolution implementation, whether seeds / experts / classes run one after another
+(``lax.map``) or vmapped, and how many images a gradient piece or an embedding chunk holds are
+speed choices, not part of the method: every choice gives the same numbers up to float
+rounding. They differ between backends because XLA:CPU and accelerators reward opposite
+layouts:
+
+- XLA:CPU (2 compute-bound cores, a 32 MB L3 cache): vmapped convolutions with per-item kernels
+  become grouped convolutions that run far slower than separate ones, and XLA:CPU's own
+  kernel-gradient convolution is two orders of magnitude slower inside loops. So seeds and classes run in a
+  ``lax.map``, classifier training uses ``tapgrad`` convolutions (``lax`` forward, gradients as
+  forward convolutions and per-tap matmuls), second-order objectives ``im2col`` (every
+  derivative a patch matmul), DM ``tapgrad``, and gradients / embeddings go in cache-sized
+  pieces (:data:`CPU_PIECE` images for classifier training, :data:`CPU_DM_CHUNK` real images per
+  DM embedding pass, :data:`CPU_TM_GRAD_CHUNK` per TM student gradient piece); experts train
+  :data:`CPU_EXPERTS_PARALLEL` at a time. Measured in ``benchmarks/`` (see RESULTS.md).
+- GPU / TPU: one small network leaves the device mostly idle, so everything that can run at
+  once does: whole batches (chunk 0), vmapped seeds, classes and experts
+  (:data:`ACCELERATOR_EXPERTS_PARALLEL` at a time), ``lax`` convolutions (the vendor kernels).
+- A device mesh (``jax.sharding.Mesh``, also of simulated CPU devices) splits the stacked axis
+  over the devices, which needs it vmapped: on any backend, with a mesh, seeds, classes and
+  experts are vmapped (:func:`fred_jax.sharding.sharded_vmap`) and gradients whole.
+
+Inference (testing a trained network) has no backward pass and always uses ``lax``.
+
+A config field left at "auto" (``conv_impl="auto"``, or None for ``dm.chunk``,
+``tm.grad_chunk``, ``tm.experts.parallel``) takes the policy's value (:func:`resolve`); a set
+value wins. Tests simulate a backend with ``policy(backend="gpu")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+BACKENDS = ("cpu", "gpu", "tpu")
+
+CPU_PIECE = 32
+"""Images per gradient piece of classifier training on CPU: a piece's activations stay in cache."""
+CPU_DM_CHUNK = 32
+"""Real images per DM embedding pass on CPU (``benchmarks/step_time.py``)."""
+CPU_TM_GRAD_CHUNK = 20
+"""Images per piece of a TM student gradient on CPU (``benchmarks/step_time_tm.py``)."""
+CPU_EXPERTS_PARALLEL = 2
+"""Experts trained at once on CPU (one already keeps both cores busy)."""
+ACCELERATOR_EXPERTS_PARALLEL = 10
+"""Experts trained at once on a GPU / TPU (rounded up to a multiple of the mesh size)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """The resolved choices for one backend and mesh (see the module docstring).
+
+    Convolution implementations (``fred_jax.conv.CONV_IMPLS`` names): ``conv_dm``, ``conv_dc``,
+    ``conv_tm`` for the distillation networks of each objective, ``conv_train`` for classifier
+    training (evaluation, experts), ``conv_infer`` for testing. ``seeds_in_loop``: evaluation
+    seeds and experts one after another (``lax.map``) instead of vmapped; ``classes_in_loop``:
+    DM and DC classes likewise. Sizes, 0 meaning the whole batch: ``train_piece`` (images per
+    gradient piece of classifier training), ``dm_chunk`` (real images per DM embedding pass and
+    smallest synthetic piece), ``tm_grad_chunk`` (images per TM student gradient piece);
+    ``experts_parallel``: experts trained at once.
+    """
+
+    backend: str
+    meshed: bool
+    conv_dm: str
+    conv_dc: str
+    conv_tm: str
+    conv_train: str
+    conv_infer: str
+    seeds_in_loop: bool
+    classes_in_loop: bool
+    train_piece: int
+    dm_chunk: int
+    tm_grad_chunk: int
+    experts_parallel: int
+
+    def distill_conv(self, objective: str) -> str:
+        """Convolution implementation of ``objective``'s distillation network."""
+        return {"dm": self.conv_dm, "dc": self.conv_dc, "tm": self.conv_tm}[objective]
+
+
+def policy(backend: str | None = None, mesh: Any = None) -> Policy:
+    """The policy of ``backend`` (None: ``jax.default_backend()``) with ``mesh`` (None: one
+    device; a ``jax.sharding.Mesh``, or anything with ``size``, splits the stacked axes)."""
+    if backend is None:
+        import jax
+
+        backend = jax.default_backend()
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    meshed = mesh is not None
+    if backend == "cpu":
+        loop = not meshed
+        return Policy(backend, meshed, conv_dm="tapgrad", conv_dc="im2col", conv_tm="im2col",
+                      conv_train="tapgrad", conv_infer="lax", seeds_in_loop=loop,
+                      classes_in_loop=loop, train_piece=CPU_PIECE if loop else 0,
+                      dm_chunk=CPU_DM_CHUNK, tm_grad_chunk=CPU_TM_GRAD_CHUNK,
+                      experts_parallel=CPU_EXPERTS_PARALLEL)
+    devices = int(mesh.size) if meshed else 1
+    parallel = -(-ACCELERATOR_EXPERTS_PARALLEL // devices) * devices
+    return Policy(backend, meshed, conv_dm="lax", conv_dc="lax", conv_tm="lax",
+                  conv_train="lax", conv_infer="lax", seeds_in_loop=False,
+                  classes_in_loop=False, train_piece=0, dm_chunk=0, tm_grad_chunk=0,
+                  experts_parallel=parallel)
+
+
+def resolve(value: Any, auto: Any) -> Any:
+    """A config value, or ``auto`` (the policy's) where it is None or ``"auto"``."""
+    return auto if value is None or value == "auto" else value
+
+
+__all__ = ["ACCELERATOR_EXPERTS_PARALLEL", "BACKENDS", "CPU_DM_CHUNK", "CPU_EXPERTS_PARALLEL",
+           "CPU_PIECE", "CPU_TM_GRAD_CHUNK", "Policy", "policy", "resolve"]

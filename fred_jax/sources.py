@@ -1,0 +1,382 @@
+"""Where the pixels of the local datasets come from: original files, downloads, the tfds build.
+
+`mnist`, `fashion_mnist`, `cifar10`, `cifar100`, `svhn` and `tiny_imagenet` (the `local` source of
+`fred_jax.datasets`) are built once from their original files by the tfds builder `fred_local`
+(one builder config per dataset) into an array_record tfds dataset under `tfds_dir` (default:
+tfds's data dir, `$TFDS_DATA_DIR` or `~/tensorflow_datasets`). Every load reads that tfds data
+source, so the originals are needed only for the first build. The originals (`files` and
+`layouts` of `fred_jax.datasets.SPECS`) come from:
+* `data_dir/<name>/` when a data dir is given (`data_dir=` or `$FRED_DATA_DIR`): offline, the
+  files must be there; their size and sha256 are checked. CIFAR-10 there is either the
+  original `cifar-10-python.tar.gz` or the lossless re-encoding `x_{train,test}.npy.xz` +
+  `cifar10_labels.npz` (rows sorted by (label, original file name)); the tarball is brought
+  into the same order, so both give identical arrays.
+* otherwise a download on first use with tfds's `DownloadManager` (size and sha256 checked,
+  cached in `<tfds_dir>/downloads/fred_local/`, progress bars) from the canonical URLs, or from
+  a mirror: `mirror=` or `$FRED_DATA_MIRROR`, a base URL laid out like a data dir
+  (`<mirror>/<name>/<file>`, e.g. `python -m http.server` run in a data dir). A download that
+  fails its checksum or loses its connection is removed and retried once; a failure raises
+  `DownloadError` naming the URL, the file, its checksum and where to put it by hand. tfds
+  moves a download into place only once it is complete and checked, and writes the built
+  dataset to a temporary folder renamed at the end, so an interrupted run leaves nothing a
+  later run would trust.
+Formats: MNIST/Fashion-MNIST idx `.gz`; CIFAR python-version tarballs (CIFAR-100: fine labels,
+original order); SVHN cropped `{train,test}_32x32.mat` (scipy.io; label 10 is digit 0);
+Tiny-ImageNet `tiny-imagenet-200.zip` (classes in sorted wnid order, `val` as test; only an
+md5 is published for it, checked after the download).
+
+Record layout of `fred_local`: one example per record (as `Tensor(uint8)` int64 lists, or even
+as bytes) makes building and reading CIFAR-10 several times slower than `_CHUNK` examples per
+record as bytes, so a record holds a chunk: features `image` uint8 `[n, *image_shape]` and `label` (a sequence of
+`ClassLabel` with the class names), in the order described above, read back with one batched
+`__getitems__`; most of a cold `load("cifar10")` is the xz decode of the originals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import hashlib
+import io
+import lzma
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from fred_jax.datasets import MNIST_FILES, NAMES, SPECS, File
+
+_CHUNK = 1000  # examples per array_record record of the local builder
+_BUILDER = "fred_local"  # name of the local builder (and of its download folder)
+_MIRROR_ENV = "FRED_DATA_MIRROR"
+
+
+class DownloadError(OSError):
+    """An original file could not be downloaded; the message says where to put it by hand."""
+
+
+def _data_root(data_dir: str | os.PathLike | None) -> Path | None:
+    """The data dir of local originals: `data_dir`, else `$FRED_DATA_DIR`, else None."""
+    root = data_dir if data_dir is not None else os.environ.get("FRED_DATA_DIR")
+    return Path(root).expanduser().resolve() if root else None
+
+
+def _mismatch(path: Path, expected: File) -> str | None:
+    """Why `path` is not the expected original file (size or checksum); None when it is."""
+    size = path.stat().st_size
+    if size != expected.size:
+        return f"{size} bytes, expected {expected.size}"
+    algorithm, digest = ("sha256", expected.sha256) if expected.sha256 else ("md5", expected.md5)
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    if h.hexdigest() != digest:
+        return f"{algorithm} {h.hexdigest()}, expected {digest}"
+    return None
+
+
+def _local_sources(name: str, folder: Path) -> dict[str, Path]:
+    """The first complete layout of original files in `folder`, checked.
+
+    Raises FileNotFoundError naming the missing files, ValueError on a size or checksum mismatch.
+    """
+    layouts = SPECS[name].layouts
+    present = [sum((folder / f).is_file() for f in layout) for layout in layouts]
+    complete = [layout for layout, n in zip(layouts, present) if n == len(layout)]
+    if not complete:
+        closest = layouts[int(np.argmax(present))]
+        missing = [str(folder / f) for f in closest if not (folder / f).is_file()]
+        raise FileNotFoundError(
+            f"{name}: missing original files {missing}; expected in {folder}: "
+            + " or ".join(str(sorted(layout)) for layout in layouts))
+    paths = {f: folder / f for f in complete[0]}
+    for fname, path in paths.items():
+        why = _mismatch(path, SPECS[name].files[fname])
+        if why:
+            raise ValueError(f"{name}: checksum mismatch for {path}: {why}")
+    return paths
+
+
+def _download_error(name: str, fname: str, url: str, cause: str) -> DownloadError:
+    expected = SPECS[name].files[fname]
+    checksum = f"sha256 {expected.sha256}" if expected.sha256 else f"md5 {expected.md5}"
+    layout = SPECS[name].layouts[0]
+    return DownloadError(
+        f"{name}: could not download {url} ({cause}). Expected file {fname!r}: "
+        f"{expected.size} bytes, {checksum}. To go on without the network, put "
+        f"{' '.join(layout)} by hand into <folder>/{name}/ and set FRED_DATA_DIR=<folder> "
+        f"(or config.data_dir); or set {_MIRROR_ENV} to a base URL that serves {name}/{fname}.")
+
+
+def _fetch(name: str, fname: str, mirror: str | None, download_dir: Path) -> Path:
+    """Downloads one original file with tfds's DownloadManager (checksum-checked, cached).
+
+    A download that fails its checksum or loses its connection is removed and tried once more;
+    tfds's unfinished `*.tmp.*` folders of a failed attempt are removed too.
+    """
+    import requests
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+
+    expected = SPECS[name].files[fname]
+    url = f"{mirror.rstrip('/')}/{name}/{fname}" if mirror else expected.url
+    url_infos = {} if expected.sha256 is None else {url: tfds.download.checksums.UrlInfo(
+        size=tfds.core.utils.Size(expected.size), checksum=expected.sha256, filename=fname)}
+    folder = download_dir / _BUILDER
+    cached = folder / tfds.download.resource.get_dl_fname(url, expected.sha256)
+    if not cached.exists():
+        try:  # fail fast when unreachable (tfds's own retries back off for minutes)
+            requests.head(url, timeout=30, allow_redirects=True).close()
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise _download_error(name, fname, url, f"unreachable: {type(e).__name__}") from e
+    for _ in range(2):
+        before = set(folder.glob("*.tmp.*")) if folder.is_dir() else set()
+        manager = tfds.download.DownloadManager(
+            download_dir=download_dir, url_infos=url_infos, dataset_name=_BUILDER)
+        try:
+            path = Path(manager.download(url))
+            why = None if expected.sha256 else _mismatch(path, expected)
+            if why is None:
+                return path
+            for stale in (path, path.with_name(path.name + ".INFO")):
+                stale.unlink(missing_ok=True)
+            cause = f"downloaded file has {why}; removed"
+        except NonMatchingChecksumError:
+            cause = "checksum mismatch; download removed"
+        except requests.exceptions.ChunkedEncodingError as e:
+            cause = f"connection dropped: {e}"
+        except (tfds.download.DownloadError, requests.RequestException) as e:
+            _remove_new(folder, before)
+            raise _download_error(name, fname, url, str(e)) from e
+        except BaseException:
+            _remove_new(folder, before)
+            raise
+        _remove_new(folder, before)
+    raise _download_error(name, fname, url, f"{cause}, twice")
+
+
+def _remove_new(folder: Path, before: set[Path]) -> None:
+    """Removes the tfds temporary download folders that appeared since `before`."""
+    import shutil
+
+    if folder.is_dir():
+        for tmp in set(folder.glob("*.tmp.*")) - before:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (MNIST format), gzip-compressed."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic = int.from_bytes(raw[:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08:
+        raise ValueError(f"{path}: not a uint8 idx file (magic {magic:#x})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _read_cifar_tarball(path: Path, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (uint8 [N, 32, 32, 3], labels)} from a CIFAR python-version tarball.
+
+    CIFAR-10 rows are sorted by (label, original file name), the order of the lossless
+    re-encoding `x_*.npy.xz` (whose source lost the batch order), so both layouts give identical
+    arrays; CIFAR-100 keeps the file order (torchvision's) with the fine labels.
+    """
+    import pickle
+
+    import tensorflow_datasets as tfds
+
+    if name == "cifar10":
+        members = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+        label_key, meta, names_key = b"labels", "batches.meta", b"label_names"
+    else:
+        members = {"train": ["train"], "test": ["test"]}
+        label_key, meta, names_key = b"fine_labels", "meta", b"fine_label_names"
+    wanted = {m for ms in members.values() for m in ms} | {meta}
+    batches = {}
+    # The file passed its checksum (or is a local original the user put there), so its
+    # pickles are the published ones.
+    with open(path, "rb") as f:  # an open file: tfds would open a path with tf.io.gfile
+        for member, fobj in tfds.download.iter_archive(f, tfds.download.ExtractMethod.TAR_STREAM):
+            if os.path.basename(member) in wanted:
+                batches[os.path.basename(member)] = pickle.load(fobj, encoding="bytes")
+    if set(batches) != wanted:
+        raise ValueError(f"{path}: members {sorted(wanted - set(batches))} not found")
+    class_names = tuple(n.decode() for n in batches[meta][names_key])
+    if class_names != SPECS[name].class_names:
+        raise ValueError(f"{path}: class names {class_names} differ from {name}'s")
+    out = {}
+    for split, ms in members.items():
+        x = np.concatenate([np.asarray(batches[m][b"data"], np.uint8) for m in ms])
+        x = x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        y = np.concatenate([np.asarray(batches[m][label_key], np.int64) for m in ms])
+        if name == "cifar10":
+            files = [f for m in ms for f in batches[m][b"filenames"]]
+            order = sorted(range(len(y)), key=lambda i: (y[i], files[i]))
+            x, y = x[order], y[order]
+        out[split] = (np.ascontiguousarray(x), y)
+    return out
+
+
+def _read_svhn(paths: dict[str, Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """SVHN cropped `.mat` files: X uint8 [32, 32, 3, N], y in 1..10 (10 is the digit 0)."""
+    from scipy import io as sio
+
+    out = {}
+    for split in ("train", "test"):
+        mat = sio.loadmat(paths[f"{split}_32x32.mat"])
+        x = np.ascontiguousarray(np.asarray(mat["X"], np.uint8).transpose(3, 0, 1, 2))
+        out[split] = (x, np.asarray(mat["y"], np.int64).reshape(-1) % 10)
+    return out
+
+
+def _read_originals(name: str, paths: dict[str, Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (uint8 [N, H, W, C], int labels [N])} from one layout of original files."""
+    if name in ("mnist", "fashion_mnist"):
+        f = {k: paths[v] for k, v in MNIST_FILES.items()}
+        return {s: (read_idx(f[f"{s}_images"])[..., None], read_idx(f[f"{s}_labels"]))
+                for s in ("train", "test")}
+    if name in ("cifar10", "cifar100") and SPECS[name].layouts[0][0] in paths:  # the tarball
+        return _read_cifar_tarball(paths[SPECS[name].layouts[0][0]], name)
+    if name == "cifar10":
+        labels = np.load(paths["cifar10_labels.npz"])
+        out = {}
+        for s in ("train", "test"):
+            with lzma.open(paths[f"x_{s}.npy.xz"]) as fx:
+                out[s] = (np.load(fx), labels[f"y_{s}"])
+        return out
+    if name == "svhn":
+        return _read_svhn(paths)
+    if name == "tiny_imagenet":
+        return _read_tiny_imagenet(paths["tiny-imagenet-200.zip"])
+    raise ValueError(f"no local reader for {name}")
+
+
+def _read_tiny_imagenet(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Train and val splits of the official zip; classes in sorted wnid order (ImageFolder)."""
+    from PIL import Image
+
+    def decode(zf: zipfile.ZipFile, member: str) -> np.ndarray:
+        with Image.open(io.BytesIO(zf.read(member))) as im:
+            return np.asarray(im.convert("RGB"))
+
+    with zipfile.ZipFile(path) as zf:
+        wnids = sorted(zf.read("tiny-imagenet-200/wnids.txt").decode().split())
+        label_of = {w: i for i, w in enumerate(wnids)}
+        train = sorted(m for m in zf.namelist()
+                       if m.startswith("tiny-imagenet-200/train/") and m.endswith(".JPEG"))
+        val_labels = {}
+        for line in zf.read("tiny-imagenet-200/val/val_annotations.txt").decode().splitlines():
+            fields = line.split("\t")
+            val_labels[f"tiny-imagenet-200/val/images/{fields[0]}"] = label_of[fields[1]]
+        val = sorted(val_labels)
+        return {
+            "train": (np.stack([decode(zf, m) for m in train]),
+                      np.array([label_of[m.split("/")[2]] for m in train])),
+            "test": (np.stack([decode(zf, m) for m in val]),
+                     np.array([val_labels[m] for m in val])),
+        }
+
+
+@functools.cache
+def _local_builder_cls():
+    """The tfds builder class for the local originals (defined lazily: importing tfds is slow)."""
+    import tensorflow_datasets as tfds
+
+    class FredLocal(tfds.core.GeneratorBasedBuilder):
+        """Datasets built from their original files (data dir or download), in chunks."""
+
+        VERSION = tfds.core.Version("1.0.0")
+        BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n, s in SPECS.items() if s.local]
+
+        # Set before building (prepared data needs neither): checked local originals, or None
+        # to download them (from `mirror` when set) into tfds's download dir.
+        sources: dict[str, Path] | None = None
+        mirror: str | None = None
+        # No checksums file: `_fetch` hands the checksums of `SPECS[name].files` to its
+        # DownloadManager.
+        # (Also avoids tfds 4.9.10's code_path lookup, which imports the `importlib_resources`
+        # backport for builders defined inside a package.)
+        code_path = None
+
+        def _info(self):
+            name = self.builder_config.name
+            spec = SPECS[name]
+            names = spec.class_names or tuple(str(i) for i in range(spec.num_classes))
+            features = tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(None, *spec.image_shape), dtype=np.uint8,
+                                              encoding=tfds.features.Encoding.BYTES),
+                "label": tfds.features.Sequence(tfds.features.ClassLabel(names=names)),
+            })
+            return tfds.core.DatasetInfo(
+                builder=self, features=features, disable_shuffling=True,
+                description=f"{name}: up to {_CHUNK} examples per record (fred_jax.data order).",
+                metadata=tfds.core.MetadataDict(checksums={
+                    f: e.sha256 or f"md5:{e.md5}" for f, e in SPECS[name].files.items()}))
+
+        def _split_generators(self, dl_manager):
+            name = self.builder_config.name
+            sources = self.sources or {
+                f: _fetch(name, f, self.mirror, Path(dl_manager.download_dir))
+                for f in SPECS[name].layouts[0]}
+            splits = _read_originals(name, sources)
+            return {s: self._generate_examples(*xy) for s, xy in splits.items()}
+
+        def _generate_examples(self, x, y) -> Iterator:
+            for i in range(0, len(x), _CHUNK):
+                yield i, {"image": x[i:i + _CHUNK], "label": y[i:i + _CHUNK].astype(np.int64)}
+
+    return FredLocal
+
+
+def read_local(name: str, data_dir, tfds_dir, mirror) -> tuple[tuple[str, ...], dict]:
+    """(class names, {split: (uint8 images, labels)}) of a local dataset, built into `tfds_dir`
+    first if needed: from `data_dir` (else `$FRED_DATA_DIR`) when set, else downloaded (from
+    `mirror`, else `$FRED_DATA_MIRROR`, else the canonical URLs)."""
+    builder = _local_builder_cls()(config=name, data_dir=tfds_dir, file_format="array_record")
+    if not builder.is_prepared():
+        root = _data_root(data_dir)
+        if root is not None:
+            builder.sources = _local_sources(name, root / name)
+        builder.mirror = mirror if mirror is not None else os.environ.get(_MIRROR_ENV) or None
+        builder.download_and_prepare()
+    out = {}
+    with damaged_cache_says_where(name, builder):
+        for split in ("train", "test"):
+            source = builder.as_data_source(split)
+            records = source.__getitems__(list(range(len(source))))
+            out[split] = (np.concatenate([r["image"] for r in records]),
+                          np.concatenate([r["label"] for r in records]))
+    return tuple(builder.info.features["label"].feature.names), out
+
+
+@contextlib.contextmanager
+def damaged_cache_says_where(name: str, builder) -> Iterator[None]:
+    """A prepared copy that fails to read (a truncated or corrupted array_record file: Riegeli
+    hash errors and the like) becomes one message naming the folder to delete."""
+    try:
+        yield
+    except Exception as e:
+        raise ValueError(f"{name}: the prepared copy in {builder.data_dir} is damaged "
+                         f"({' '.join(str(e).split())[:200]}); delete that folder to rebuild "
+                         f"it") from e
+
+
+def is_prepared(name: str, tfds_dir: str | os.PathLike | None = None) -> bool:
+    """Whether `name` is already built in the tfds data dir (then no original file is read)."""
+    if name not in SPECS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}")
+    tfds_dir = None if tfds_dir is None else os.fspath(tfds_dir)
+    if SPECS[name].local:
+        builder = _local_builder_cls()(config=name, data_dir=tfds_dir, file_format="array_record")
+    else:
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder(SPECS[name].tfds_name, data_dir=tfds_dir,
+                               file_format="array_record")
+    return bool(builder.is_prepared())
