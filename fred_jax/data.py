@@ -195,7 +195,7 @@ def zca_apply(x: np.ndarray, mean: np.ndarray, matrix: np.ndarray) -> np.ndarray
 
 # ----------------------------------------------------------------------------- standard tfds
 
-def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
+def bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
     """[n_out, n_in] interpolation matrix of torch's bilinear resize along one axis
     (align_corners=False: source = (i + 0.5) * n_in / n_out - 0.5, clamped at 0; no antialias)."""
     src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
@@ -215,8 +215,8 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     The official TM code applies it after ToTensor+Normalize; the weights of each output pixel
     sum to 1, so resizing pixels first and normalising after gives the same values.
     """
-    rows = _bilinear_weights(image.shape[0], size[0]).astype(np.float32)
-    cols = _bilinear_weights(image.shape[1], size[1]).astype(np.float32)
+    rows = bilinear_weights(image.shape[0], size[0]).astype(np.float32)
+    cols = bilinear_weights(image.shape[1], size[1]).astype(np.float32)
     return np.einsum("ih,hwc,jw->ijc", rows, image.astype(np.float32), cols, optimize=True)
 
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fred_jax import parameterization
+from fred_jax import data, parameterization
 
 TRANSFORM = "idc"
 """``SynSet.transform`` name of an IDC set (multi-formation factor :data:`FACTOR`)."""
@@ -66,16 +66,9 @@ def kept_per_channel(spatial_shape: Sequence[int], factor: int = FACTOR) -> int:
 @functools.lru_cache(maxsize=None)
 def upsample_matrix(n_low: int, n_high: int) -> np.ndarray:
     """``[n_high, n_low]`` float64 linear interpolation along one axis as torch's
-    ``nn.Upsample(size, mode="bilinear"/"trilinear")`` (align_corners=False): output ``i``
-    reads source ``max((i + 0.5) * n_low / n_high - 0.5, 0)`` between its two neighbours
-    (the upper one clamped at the edge)."""
-    src = np.maximum((np.arange(n_high) + 0.5) * (n_low / n_high) - 0.5, 0.0)
-    lo = np.minimum(np.floor(src).astype(np.int64), n_low - 1)
-    hi = np.minimum(lo + 1, n_low - 1)
-    frac = src - lo
-    m = np.zeros((n_high, n_low))
-    np.add.at(m, (np.arange(n_high), lo), 1.0 - frac)
-    np.add.at(m, (np.arange(n_high), hi), frac)
+    ``nn.Upsample(size, mode="bilinear"/"trilinear")`` (align_corners=False): the resize
+    weights of :func:`fred_jax.data.bilinear_weights`, cached read-only."""
+    m = data.bilinear_weights(n_low, n_high)
     m.setflags(write=False)
     return m
 
