@@ -144,9 +144,8 @@ def _load_set(f: Any, key: Any) -> tuple[Any, Any, Any, dict, int | None]:
     if meta["format"] == "fred_jax export":
         name, zca = loaded.dataset, bool(meta.get("zca", False))
         norm_stats = meta.get("norm_stats", "dataset")
-        syn, _ = load_export(f.synset)
-        n, k = syn.coeffs.shape[1:3]
-        budget = ranking.budget_ipc(n, k, int(np.prod(syn.image_shape[:-1])))
+        n, k = meta["coeffs_shape"][1:3]
+        budget = ranking.budget_ipc(n, k, int(np.prod(meta["image_shape"][:-1])))
     else:
         if f.dataset is None:
             raise ValueError(f"{f.synset} ({meta['format']}) does not name its dataset; pass "

@@ -65,18 +65,26 @@ class Dataset:
         """Per-class index of the train split."""
         return class_index(self.y_train, self.num_classes)
 
-    def take_per_class(self, n: int, seed: int = 0) -> Dataset:
-        """The same dataset with `n` random train images per class (class-major order)."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+    def _random_per_class(self, n: int, seed: int, keep_some: bool = False) -> np.ndarray:
+        """Train indices of `n` random images of every class, class-major (NumPy `seed`);
+        `keep_some`: each class must also keep at least one image beside them."""
         rng = np.random.default_rng(seed)
         picks = []
         for c in range(self.num_classes):
             members = np.flatnonzero(self.y_train == c)
-            if len(members) < n:
-                raise ValueError(f"class {c} has {len(members)} train images, fewer than n={n}")
+            if len(members) < n + keep_some:
+                raise ValueError(
+                    f"class {c} has {len(members)} train images; holding out {n} would leave "
+                    f"none to distil from" if keep_some else
+                    f"class {c} has {len(members)} train images, fewer than n={n}")
             picks.append(rng.choice(members, n, replace=False))
-        idx = np.concatenate(picks)
+        return np.concatenate(picks)
+
+    def take_per_class(self, n: int, seed: int = 0) -> Dataset:
+        """The same dataset with `n` random train images per class (class-major order)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        idx = self._random_per_class(n, seed)
         return dataclasses.replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx])
 
     def split_validation(self, per_class: int, seed: int = 0
@@ -86,15 +94,7 @@ class Dataset:
         selection on the held-out images leaves the test set for the final number only."""
         if per_class < 1:
             raise ValueError(f"per_class must be >= 1, got {per_class}")
-        rng = np.random.default_rng(seed)
-        held = []
-        for c in range(self.num_classes):
-            members = np.flatnonzero(self.y_train == c)
-            if len(members) <= per_class:
-                raise ValueError(f"class {c} has {len(members)} train images; holding out "
-                                 f"{per_class} would leave none to distil from")
-            held.append(rng.choice(members, per_class, replace=False))
-        idx = np.concatenate(held)
+        idx = self._random_per_class(per_class, seed, keep_some=True)
         keep = np.ones(len(self.y_train), bool)
         keep[idx] = False
         rest = dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
@@ -305,7 +305,7 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, zca: bool = Fa
     if spec.source == "mnist3d":
         from fred_jax import mnist3d, sources
 
-        splits = mnist3d.read_h5(mnist3d.locate(name, sources._data_root(data_dir), tfds_dir))
+        splits = mnist3d.read_h5(mnist3d.locate(name, sources.data_root(data_dir), tfds_dir))
         class_names = spec.class_names
     elif spec.local:
         class_names, splits = read_local(name, data_dir, tfds_dir, mirror)

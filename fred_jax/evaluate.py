@@ -171,8 +171,12 @@ def train_seeds(keys: jax.Array, model_name: str, x_train, y_train, x_test, y_te
     jax.block_until_ready(state)
     train_seconds = time.perf_counter() - start
 
-    correct = classifier.count_correct(progs.test, state, x_test, y_test, test_batch_size)
-    test_accs = 100.0 * correct / len(x_test)
+    def tester(x, y, name: str = "test set") -> np.ndarray:
+        """Test accuracy (percent) of every trained network on ``(x, y)``."""
+        x, y = _check_set(name, x, y, num_classes)
+        return 100.0 * classifier.count_correct(progs.test, state, x, y, test_batch_size) / len(x)
+
+    test_accs = tester(x_test, y_test)
     losses, accs = sharding.to_host((losses, accs))  # seed-sharded over a multi-host mesh
     result = {
         "model": model_name,
@@ -197,18 +201,11 @@ def train_seeds(keys: jax.Array, model_name: str, x_train, y_train, x_test, y_te
     if extra_tests:  # e.g. a validation split: the same networks, accuracies per seed
         result["extra_tests"] = {}
         for name, (x, y) in extra_tests.items():
-            x, y = _check_set(name, x, y, num_classes)
-            a = 100.0 * classifier.count_correct(progs.test, state, x, y, test_batch_size) / len(x)
+            a = tester(x, y, name)
             result["extra_tests"][name] = {"accs": [float(v) for v in a],
                                            "mean": float(np.mean(a)), "std": float(np.std(a))}
     if return_state:
         result["state"] = state
-
-        def tester(x, y) -> np.ndarray:
-            x, y = _check_set("test set", x, y, num_classes)
-            return 100.0 * classifier.count_correct(progs.test, state, x, y,
-                                                    test_batch_size) / len(x)
-
         result["tester"] = tester
     return result
 

@@ -248,7 +248,8 @@ def read(path: str, *, labels: str | None = None, layout: str = "auto",
 
             syn, meta = load_export(path)
             x, y = synset_lib.flat(syn)
-            meta = {**meta, "format": "fred_jax export"}
+            meta = {**meta, "format": "fred_jax export",
+                    "coeffs_shape": tuple(syn.coeffs.shape), "image_shape": syn.image_shape}
             return LoadedSet(np.asarray(x, np.float32), np.asarray(y, np.int32),
                              str(meta["dataset"]), meta)
         with np.load(path, allow_pickle=False) as z:

@@ -58,7 +58,7 @@ class DownloadError(OSError):
     """An original file could not be downloaded; the message says where to put it by hand."""
 
 
-def _data_root(data_dir: str | os.PathLike | None) -> Path | None:
+def data_root(data_dir: str | os.PathLike | None) -> Path | None:
     """The data dir of local originals: `data_dir`, else `$FRED_DATA_DIR`, else None."""
     root = data_dir if data_dir is not None else os.environ.get("FRED_DATA_DIR")
     return Path(root).expanduser().resolve() if root else None
@@ -340,7 +340,7 @@ def read_local(name: str, data_dir, tfds_dir, mirror) -> tuple[tuple[str, ...], 
     `mirror`, else `$FRED_DATA_MIRROR`, else the canonical URLs)."""
     builder = _local_builder_cls()(config=name, data_dir=tfds_dir, file_format="array_record")
     if not builder.is_prepared():
-        root = _data_root(data_dir)
+        root = data_root(data_dir)
         if root is not None:
             builder.sources = _local_sources(name, root / name)
         builder.mirror = mirror if mirror is not None else os.environ.get(_MIRROR_ENV) or None

@@ -101,3 +101,4 @@ def test_export_reads_decoded_with_metadata(tmp_path):
     np.testing.assert_allclose(s.x, np.asarray(xs), atol=1e-6)
     np.testing.assert_array_equal(s.y, np.asarray(ys))
     assert s.dataset == "toy" and s.meta["syn_lr"] == 0.02 and s.x.shape[0] == 2 * 4
+    assert s.meta["coeffs_shape"] == (2, 4, 16, 1) and s.meta["image_shape"] == (8, 8, 1)
