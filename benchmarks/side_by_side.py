@@ -3,18 +3,31 @@ same shapes, median of several repetitions, ratios printed and recorded (benchma
 
     bash benchmarks/parity/setup_reference.sh       # once: .venv-ref with CPU torch
     .venv/bin/python benchmarks/side_by_side.py [--reps 5] [--works eval_epoch_1seed,dm_iteration]
+    .venv/bin/python benchmarks/side_by_side.py --works tm_iteration --reps 1  # official ~6.7 GB
 
 Works (CIFAR-10 shapes, ConvNet width 128 depth 3, DSA on, random normalised images):
 - ``eval_epoch_1seed`` / ``eval_epoch_5seeds``: one evaluation training epoch on 160 synthetic
   images (batch 256: one SGD step per seed); the official code trains seeds one after another.
 - ``test_pass``: test accuracy over 10,000 images (official: ``epoch('test')``, batch 256).
 - ``dm_iteration``: one DM iteration, 10 classes x (256 real + 16 synthetic) images.
-The official side is a worker process (``parity/side_by_side_ref.py``) kept alive over the run;
-each work is run once on both sides as warm-up (compilation for JAX), then ``--reps`` times
-alternately, the order flipping each repetition. Each line reports the 1-minute load average
-before the work and the process CPU / wall ratio, so a run on a loaded machine shows it. The
-rows are recorded by ``benchmarks/harness.py`` (``benchmarks/results/side_by_side.jsonl``, the
-table in ``benchmarks/RESULTS.md``).
+- ``tm_iteration``: one TM iteration at the headline setting (FreD ipc=1, k=64: 160 synthetic
+  images, ``--syn_steps`` student steps on all of them, DSA per image at every step, gradient
+  w.r.t. the coefficients and the learnable rate through all the steps, both optimiser steps).
+  Official: ``TM/main_TM_FreD.py``'s loop body (``ReparamModule`` student, ``create_graph=True``,
+  under ``set_detect_anomaly(True)`` as its ``main`` sets it). ``tm_iteration_no_anomaly``: the
+  same without that debugging mode (about 1.5x less official CPU time).
+  Ours: ``step_time_tm.build`` with this backend's policy (XLA:CPU: im2col convolutions,
+  gradient pieces of 10 images, rematerialised steps). Each side runs it in its own fresh
+  process, so the row's ``official_peak_rss_mb`` / ``fred_jax_peak_rss_mb`` (``ru_maxrss`` of
+  that process: interpreter, library, compilation and the TM work) belong to TM alone.
+The official side is a worker process (``parity/side_by_side_ref.py``) kept alive over the run
+(a second one, and a JAX worker, just for ``tm_iteration``); each work is run once on both sides
+as warm-up (compilation for JAX), then ``--reps`` times alternately, the order flipping each
+repetition. Each line reports the 1-minute load average before the work and the process CPU /
+wall ratio, so a run on a loaded machine shows it. The rows are recorded by
+``benchmarks/harness.py`` (``benchmarks/results/side_by_side.jsonl``, the table in
+``benchmarks/RESULTS.md``) and, with the default results folder, the table between the
+side-by-side markers of README.md is rewritten from this run.
 """
 
 from __future__ import annotations
@@ -36,20 +49,30 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 from fred_jax import augment, classifier, configuration, evaluate, platform, train  # noqa: E402
 from step_time import bench_config, cifar_like  # noqa: E402
+from step_time_tm import build as build_tm  # noqa: E402
 
-WORKS = ("eval_epoch_1seed", "eval_epoch_5seeds", "test_pass", "dm_iteration")
+WORKS = ("eval_epoch_1seed", "eval_epoch_5seeds", "test_pass", "dm_iteration", "tm_iteration",
+         "tm_iteration_no_anomaly")
+OWN_PROCESS = ("tm_iteration", "tm_iteration_no_anomaly")
+"""Works that each side runs in a fresh process of its own (peak RSS of that work alone)."""
+TARGETS = {"eval_epoch_1seed": 0.6, "eval_epoch_5seeds": 0.6, "test_pass": 0.5,
+           "dm_iteration": 0.35, "tm_iteration": 0.45, "tm_iteration_no_anomaly": 0.45}
+"""Ratios fred_jax / official asked for by the speed issue (README table)."""
+README = os.path.join(ROOT, "README.md")
+MARKERS = ("<!-- side_by_side:start -->", "<!-- side_by_side:end -->")
 
 
 class JaxWorks:
     """The fred_jax side of each work, with the library's defaults for this backend."""
 
-    def __init__(self, num_syn: int, num_test: int):
+    def __init__(self, num_syn: int, num_test: int, syn_steps: int):
         rng = np.random.default_rng(0)
         self.x = jnp.asarray(rng.normal(size=(num_syn, 32, 32, 3)), jnp.float32)
         self.y = jnp.asarray(np.arange(num_syn) % 10, jnp.int32)
         self.num_test = num_test
         self.xt = jnp.asarray(rng.normal(size=(256, 32, 32, 3)), jnp.float32)
         self.yt = jnp.asarray(np.arange(256) % 10, jnp.int32)
+        self.syn_steps = syn_steps
         self.state = {}
 
     def _programs(self, num_train: int):
@@ -90,6 +113,56 @@ class JaxWorks:
         jax.block_until_ready(metrics)
         self.state["dm"][1] = st
 
+    def tm_iteration(self) -> None:
+        if "tm" not in self.state:
+            policy = platform.policy()
+            step, learnable, opt_state = build_tm(self.syn_steps, policy.conv_tm, True,
+                                                  policy.tm_grad_chunk)
+            self.state["tm"] = [jax.jit(step), learnable, opt_state, 0]
+        step, learnable, opt_state, i = self.state["tm"]
+        learnable, opt_state, loss = step(learnable, opt_state, jax.random.key(i))
+        jax.block_until_ready(loss)
+        self.state["tm"][1:] = [learnable, opt_state, i + 1]
+
+    def run(self, work: str) -> dict:
+        """Run ``work`` once: its wall and process CPU seconds."""
+        with harness.Stopwatch() as sw:
+            if work.startswith("eval_epoch"):
+                self.eval_epoch(1 if work.endswith("1seed") else 5)
+            elif work.startswith("tm_iteration"):
+                self.tm_iteration()
+            else:
+                getattr(self, work)()
+        return {"wall": sw.wall, "cpu": sw.cpu}
+
+
+class Worker:
+    """A worker process answering one JSON line per ``{"work": name}`` request on its stdin."""
+
+    def __init__(self, cmd: list[str]):
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, cwd=ROOT)
+        self.hello = json.loads(self.proc.stdout.readline())
+
+    def __call__(self, work: str) -> dict:
+        self.proc.stdin.write(json.dumps({"work": work}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def serve(syn_steps: int) -> None:
+    """The fred_jax side as a worker (for the works in OWN_PROCESS): like side_by_side_ref.py,
+    answers each request with wall and CPU seconds and this process's peak RSS so far."""
+    ours = JaxWorks(160, 10000, syn_steps)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        out = ours.run(json.loads(line)["work"])
+        print(json.dumps({**out, "peak_rss_mb": harness.peak_rss_mib()}), flush=True)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -97,40 +170,45 @@ def main(argv=None) -> int:
     p.add_argument("--works", default=",".join(WORKS))
     p.add_argument("--python", default=os.path.join(ROOT, ".venv-ref", "bin", "python"))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--syn_steps", type=int, default=10, help="student steps of tm_iteration")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--results", default=harness.results_dir(),
                    help="folder of the JSONL results (RESULTS.md is regenerated beside them)")
+    p.add_argument("--readme", default=None,
+                   help="file whose side-by-side block is rewritten with this run's table "
+                        "(default: README.md when --results is the default folder, else none)")
     a = p.parse_args(argv)
+    if a.syn_steps < 1:
+        p.error(f"--syn_steps must be >= 1, got {a.syn_steps}")
+    if a.worker:
+        serve(a.syn_steps)
+        return 0
     works = [w for w in a.works.split(",") if w]
     unknown = set(works) - set(WORKS)
     if unknown:
         p.error(f"unknown works {sorted(unknown)}; choose from {WORKS}")
     if not os.path.exists(a.python):
         p.error(f"no reference environment at {a.python}: run benchmarks/parity/setup_reference.sh")
-    ref = subprocess.Popen([a.python, os.path.join(HERE, "parity", "side_by_side_ref.py"),
-                            "--threads", str(a.threads)], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    hello = json.loads(ref.stdout.readline())
-    ours = JaxWorks(160, 10000)
-
-    def run_ref(work):
-        ref.stdin.write(json.dumps({"work": work}) + "\n")
-        ref.stdin.flush()
-        return json.loads(ref.stdout.readline())
-
-    def run_ours(work):
-        with harness.Stopwatch() as sw:
-            if work.startswith("eval_epoch"):
-                ours.eval_epoch(1 if work.endswith("1seed") else 5)
-            else:
-                getattr(ours, work)()
-        return {"wall": sw.wall, "cpu": sw.cpu}
-
+    ref_cmd = [a.python, os.path.join(HERE, "parity", "side_by_side_ref.py"), "--threads",
+               str(a.threads), "--syn_steps", str(a.syn_steps)]
+    ours_cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--syn_steps",
+                str(a.syn_steps)]
+    ref = Worker(ref_cmd)
+    hello = ref.hello
+    ours = JaxWorks(160, 10000, a.syn_steps)
+    settings = {"reps": a.reps, "threads": hello["threads"]}
+    if set(works) & set(OWN_PROCESS):
+        settings.update(syn_steps=a.syn_steps)
     record = harness.Record(
-        "side_by_side", settings={"reps": a.reps, "threads": hello["threads"]},
+        "side_by_side", settings=settings,
         note=f"median of {a.reps} alternated repetitions after a warm-up", directory=a.results,
         extra_machine={"torch": f"{hello['torch']} ({hello['threads']} threads)"})
     with record:
         for work in works:
+            own = work in OWN_PROCESS
+            plain = ["--no_anomaly"] if work.endswith("no_anomaly") else []
+            run_ref, run_ours = ((Worker(ref_cmd + plain), Worker(ours_cmd)) if own
+                                 else (ref, ours.run))
             run_ref(work), run_ours(work)  # warm-up: setup and compilation
             samples = {"official": [], "fred_jax": []}
             load = harness.load_average()
@@ -147,12 +225,53 @@ def main(argv=None) -> int:
                 official_cpu_per_wall=cpu["official"], fred_jax_cpu_per_wall=cpu["fred_jax"],
                 official_all_s=[r["wall"] for r in samples["official"]],
                 fred_jax_all_s=[r["wall"] for r in samples["fred_jax"]])
+            if own:
+                row.update(official_peak_rss_mb=samples["official"][-1]["peak_rss_mb"],
+                           fred_jax_peak_rss_mb=samples["fred_jax"][-1]["peak_rss_mb"])
+                run_ref.close(), run_ours.close()
             print(json.dumps(row), flush=True)
-        ref.stdin.close()
-        ref.wait(timeout=60)
+        ref.close()
     print(f"\nrecorded in {harness.results_md(a.results)}:\n")
-    print(harness.table("side_by_side", harness.read(a.results)["side_by_side"][-1:]))
+    entry = harness.read(a.results)["side_by_side"][-1]
+    print(harness.table("side_by_side", [entry]))
+    readme = a.readme if a.readme is not None else (
+        README if os.path.abspath(a.results) == os.path.abspath(harness.results_dir()) else "")
+    if readme:
+        write_readme(entry, readme)
+        print(f"README table rewritten in {readme}")
     return 0
+
+
+def readme_table(entry: dict) -> str:
+    """The README's table of one side-by-side run: machine, command, then per work the two
+    medians, the ratio, the issue's target and, for TM, each side's peak RSS."""
+    lines = [f"Measured {entry['date'][:16].replace('T', ' ')} UTC on "
+             f"{harness.machine_line(entry.get('machine', {}))}, commit "
+             f"{harness.commit_cell(entry.get('machine', {}))}: `{entry['command']}` "
+             f"({entry.get('note', '')}; load average before-after "
+             f"{entry.get('load_before')}-{entry.get('load_after')}).", "",
+             "| work | official s | fred_jax s | fred_jax / official | target | peak RSS MB "
+             "(official / fred_jax) |", "|---|---|---|---|---|---|"]
+    for r in entry["rows"]:
+        rss = (f"{r['official_peak_rss_mb']:.0f} / {r['fred_jax_peak_rss_mb']:.0f}"
+               if "official_peak_rss_mb" in r else "")
+        lines.append(f"| {r['work']} | {r['official_s']:.3f} | {r['fred_jax_s']:.3f} | "
+                     f"{r['ratio']:.2f}x | {TARGETS.get(r['work'], '')}x | {rss} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(entry: dict, path: str) -> None:
+    """Replace the text between :data:`MARKERS` in ``path`` with :func:`readme_table`."""
+    with open(path) as f:
+        text = f.read()
+    start, end = (text.find(m) for m in MARKERS)
+    if start < 0 or end < start:
+        raise SystemExit(f"{path} has no {MARKERS[0]} ... {MARKERS[1]} block to rewrite")
+    text = text[:start + len(MARKERS[0])] + "\n" + readme_table(entry) + text[end:]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 CIFAR-10 shapes of the paper's headline setting (FreD, ipc=1, k=64 DCT coefficients per channel:
 16 instances per class, 160 synthetic 32x32x3 images), student ConvNet (depth 3, width 128,
 instance norm, im2col convolutions), DSA on every student step, whole synthetic set per step
-(batch_syn=0), gradient in pieces of 20 images (``config.tm.grad_chunk``). One
+(batch_syn=0), gradient in pieces of 10 images (``config.tm.grad_chunk``). One
 iteration = decode -> ``syn_steps`` second-order SGD steps of the student -> loss -> gradient
 w.r.t. the coefficients and the learnable rate -> optimiser updates (coefficients: SGD momentum
 0.5 with the torch-dct rescale; rate: SGD momentum 0.5, clipped), i.e. what ``fred_jax.train``
@@ -33,9 +33,10 @@ import sys
 import harness
 
 
-def one(syn_steps: int, iters: int, warmup: int, conv_impl: str, remat: bool,
-        grad_chunk: int) -> dict:
-    """Measure one setting in this process."""
+def build(syn_steps: int, conv_impl: str, remat: bool, grad_chunk: int):
+    """``(step, learnable, opt_state)``: one TM iteration at the headline shapes as a pure
+    function ``step(learnable, opt_state, key) -> (learnable, opt_state, loss)`` (not jitted)
+    and its first inputs. Random images, start and target (the cost does not depend on them)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -70,6 +71,15 @@ def one(syn_steps: int, iters: int, warmup: int, conv_impl: str, remat: bool,
         learnable, opt_state = apply(learnable, opt_state, grads)
         return {**learnable, "syn_lr": tm.clip_lr(learnable["syn_lr"])}, opt_state, value
 
+    return step, learnable, opt_state
+
+
+def one(syn_steps: int, iters: int, warmup: int, conv_impl: str, remat: bool,
+        grad_chunk: int) -> dict:
+    """Measure one setting in this process."""
+    import jax
+
+    step, learnable, opt_state = build(syn_steps, conv_impl, remat, grad_chunk)
     with harness.Stopwatch() as compiling:
         compiled = jax.jit(step).lower(learnable, opt_state, jax.random.key(3)).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
@@ -96,7 +106,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per setting")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first (>= 1)")
     parser.add_argument("--conv_impl", default="im2col", choices=("im2col", "lax", "tapgrad"))
-    parser.add_argument("--grad_chunk", type=int, default=20, help="config.tm.grad_chunk")
+    parser.add_argument("--grad_chunk", type=int, default=10, help="config.tm.grad_chunk")
     parser.add_argument("--no_remat", action="store_true", help="disable rematerialisation")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -28,7 +28,7 @@ factor (``fred_jax.optimizer.coefficient_lr_scale``, the one place it is compute
 Cost: every iteration backpropagates through ``syn_steps`` SGD steps of a ConvNet on all 160
 synthetic images (second order); see ``benchmarks/step_time_tm.py`` for time and memory. Use a
 GPU for the full 15000 iterations (the "auto" implementation choices of ``fred_jax.platform``
-pick whole-batch student gradients and ``lax`` convolutions there, pieces of 20 and ``im2col`` on
+pick whole-batch student gradients and ``lax`` convolutions there, pieces of 10 and ``im2col`` on
 CPU).
 
 Provenance: each line says "official <file>:<line>" (sdh0818/FreD at 9f35a7a), "paper" or
@@ -80,7 +80,7 @@ def get_config():
     config.tm.lr_lr = 1e-7  # official hyper_params.py:14 LR_LR[CIFAR10][1]
     config.tm.batch_syn = 0  # official run_TM_FreD.sh:15 batch_syn (whole set per student step)
     config.tm.num_trajectories = 1  # official main_TM_FreD.py:391-447: one trajectory/iteration
-    config.tm.grad_chunk = None  # ours (implementation, fred_jax.platform: pieces of 20 on CPU,
+    config.tm.grad_chunk = None  # ours (implementation, fred_jax.platform: pieces of 10 on CPU,
     # the whole batch on GPU/TPU)
     config.tm.max_experts = 0  # ours (implementation: hold all experts' first epochs in memory)
     config.tm.train_experts_if_missing = False  # ours (workflow): True trains the experts first

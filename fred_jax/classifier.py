@@ -24,7 +24,9 @@ training (:func:`fred_jax.objectives.dc.train_network`).
   backend policy says so (XLA:CPU without a mesh: vmapped convolutions with per-network kernels
   become slow grouped convolutions) and vmapped, split over a device mesh, elsewhere.
 - Test accuracy (:func:`count_correct`): fixed-size batches (the last one padded and masked) so
-  the test program compiles once; BatchNorm in inference mode; ``lax`` convolutions.
+  the test program compiles once, each batch's forward pass in pieces of
+  ``platform.Policy.infer_piece`` images (:func:`in_pieces`); BatchNorm in inference mode;
+  ``lax`` convolutions.
 """
 
 from __future__ import annotations
@@ -92,6 +94,19 @@ def piecewise_loss_grad(model: Any, params: Any, x: jax.Array, y: jax.Array, pie
     (ce, correct, grads), _ = jax.lax.scan(
         body, zeros, (x.reshape(count, piece, *x.shape[1:]), y.reshape(count, piece), w))
     return ce / n, correct.astype(jnp.int32), jax.tree.map(lambda g: g / n, grads)
+
+
+def in_pieces(fn: Callable[[jax.Array], jax.Array], x: jax.Array, piece: int) -> jax.Array:
+    """``fn(x)`` for a per-sample ``fn``, computed over sequential pieces of ``piece`` images
+    (``lax.map``; the last piece padded, its extra rows dropped) where ``piece`` > 0 and the
+    batch is larger: on XLA:CPU a piece's activations stay in cache (``platform``)."""
+    n = x.shape[0]
+    if not piece or n <= piece:
+        return fn(x)
+    count = -(-n // piece)
+    x = jnp.concatenate([x, jnp.zeros((count * piece - n, *x.shape[1:]), x.dtype)])
+    out = jax.lax.map(fn, x.reshape(count, piece, *x.shape[1:]))
+    return out.reshape(count * piece, *out.shape[2:])[:n]
 
 
 def augmenter(dsa_strategy: str | None, dsa_params: augment.DSAParams = augment.DSAParams(),
@@ -256,7 +271,8 @@ def programs(model_name: str, num_classes: int, image_shape: tuple[int, ...], co
         variables = {"params": state.params}
         if uses_bs:
             variables["batch_stats"] = state.batch_stats
-        logits = test_model.apply(variables, x, train=False)
+        logits = in_pieces(lambda xb: test_model.apply(variables, xb, train=False), x,
+                           policy.infer_piece)
         return jnp.sum((jnp.argmax(logits, -1) == y) & valid)
 
     def reset(state: TrainState) -> TrainState:
@@ -291,5 +307,5 @@ def count_correct(test: Callable, state: Any, x: np.ndarray, y: np.ndarray,
 
 
 __all__ = ["Programs", "Schedule", "TrainState", "apply_sgd", "augmenter", "count_correct",
-           "epoch_fn", "eval_schedule", "expert_schedule", "map_stacked", "piecewise_loss_grad",
-           "programs", "sgd", "split_schedule", "step_fn"]
+           "epoch_fn", "eval_schedule", "expert_schedule", "in_pieces", "map_stacked",
+           "piecewise_loss_grad", "programs", "sgd", "split_schedule", "step_fn"]

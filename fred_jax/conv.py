@@ -134,7 +134,7 @@ def _tapgrad_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
 
     Input gradient: a forward convolution of the (dilated, for strides) output gradient with
     the flipped, transposed kernel. Kernel gradient: one matmul per kernel tap between the
-    tap's input slice and the output gradient. Both rules are again built from ``_tapgrad_conv``,
+    transposed output gradient and the tap's input slice (:func:`_tap_kernel_grad`). Both rules are again built from ``_tapgrad_conv``,
     slices and matmuls, so second-order gradients (TM, DC) take the same fast path. Inside
     ``lax.scan``/``while`` loops XLA:CPU's native kernel-gradient convolution is two orders of
     magnitude slower than these matmuls (``benchmarks/RESULTS.md``).
@@ -146,15 +146,35 @@ def _tapgrad_fwd(x, kernel, strides, padding):
     return _tapgrad_conv(x, kernel, strides, padding), (x, kernel)
 
 
+def _tap_kernel_grad(x: jax.Array, dy: jax.Array, ksize: tuple[int, ...],
+                     strides: tuple[int, ...], padding: int) -> jax.Array:
+    """Kernel gradient ``[*k, in, out]`` of a convolution of ``x`` at output gradient ``dy`` as
+    row-major matmuls (a product contracting the leading axes of both operands costs XLA:CPU
+    one transposing copy per call): with fewer input than output channels (the RGB layer), the
+    patches of the channels-first input, ``[taps * in, pixels]``, times ``dy`` in one matmul;
+    otherwise ``dy`` transposed once, times each tap's input slice."""
+    nd = len(ksize)
+    out = dy.shape[1:-1]
+    cin, cout = x.shape[-1], dy.shape[-1]
+    if cin < cout:
+        xt = jnp.moveaxis(jnp.pad(x, [(0, 0)] + [(padding, padding)] * nd + [(0, 0)]), -1, 0)
+        cols = []
+        for offset in itertools.product(*(range(k) for k in ksize)):
+            limit = (cin, x.shape[0],
+                     *(o + st * (n - 1) + 1 for o, st, n in zip(offset, strides, out)))
+            cols.append(lax.slice(xt, (0, 0, *offset), limit, (1, 1, *strides)).reshape(cin, -1))
+        return jnp.dot(jnp.concatenate(cols), dy.reshape(-1, cout)).reshape(*ksize, cin, cout)
+    dyt = lax.optimization_barrier(dy.reshape(-1, cout).T)
+    dk = jnp.stack([jnp.dot(dyt, c.reshape(-1, cin))
+                    for c in _taps(x, ksize, strides, padding, out)])
+    return dk.swapaxes(-1, -2).reshape(*ksize, cin, cout)
+
+
 def _tapgrad_bwd(strides, padding, residuals, dy):
     x, kernel = residuals
     nd = kernel.ndim - 2
     dx = _input_grad(_tapgrad_conv, x.shape, kernel, strides, padding, dy)
-    # Kernel gradient: per tap, contract the tap's input slice with dy over batch and space.
-    contract = tuple(range(nd + 1))
-    dk = jnp.stack([lax.dot_general(c, dy, ((contract, contract), ((), ())))
-                    for c in _taps(x, kernel.shape[:nd], strides, padding, dy.shape[1:-1])])
-    return dx, dk.reshape(kernel.shape)
+    return dx, _tap_kernel_grad(x, dy, kernel.shape[:nd], strides, padding)
 
 
 _tapgrad_conv.defvjp(_tapgrad_fwd, _tapgrad_bwd)
@@ -192,11 +212,9 @@ def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, ksize: tuple[int, ...],
                         strides: tuple[int, ...], padding: int) -> jax.Array:
-    """Kernel gradient ``[*k, in, out]`` of :func:`_im2col_conv`: patches^T dy, one matmul."""
-    contract = tuple(range(len(ksize) + 1))
-    dk = lax.dot_general(_patches(x, ksize, strides, padding, dy.shape[1:-1]), dy,
-                         ((contract, contract), ((), ())))
-    return dk.reshape(*ksize, x.shape[-1], dy.shape[-1])
+    """Kernel gradient ``[*k, in, out]`` of :func:`_im2col_conv`: patches^T dy, as the
+    row-major matmuls of :func:`_tap_kernel_grad`."""
+    return _tap_kernel_grad(x, dy, ksize, strides, padding)
 
 
 def _im2col_kernel_grad_fwd(x, dy, ksize, strides, padding):

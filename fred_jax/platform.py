@@ -9,12 +9,13 @@ layouts:
 
 - XLA:CPU (2 compute-bound cores, a 32 MB L3 cache): vmapped convolutions with per-item kernels
   become grouped convolutions that run far slower than separate ones, and XLA:CPU's own
-  kernel-gradient convolution is two orders of magnitude slower inside loops. So seeds and classes run in a
-  ``lax.map``, classifier training uses ``tapgrad`` convolutions (``lax`` forward, gradients as
-  forward convolutions and per-tap matmuls), second-order objectives ``im2col`` (every
-  derivative a patch matmul), DM ``tapgrad``, and gradients / embeddings go in cache-sized
-  pieces (:data:`CPU_PIECE` images for classifier training, :data:`CPU_DM_CHUNK` real images per
-  DM embedding pass, :data:`CPU_TM_GRAD_CHUNK` per TM student gradient piece); experts train
+  kernel-gradient convolution is two orders of magnitude slower inside loops. So seeds and
+  classes run in a ``lax.map``, classifier training uses ``tapgrad`` convolutions (``lax``
+  forward, gradients as forward convolutions and per-tap matmuls), second-order objectives
+  ``im2col`` (every derivative a patch matmul), DM ``tapgrad``, and gradients / embeddings go
+  in cache-sized pieces (:data:`CPU_PIECE` images for classifier training,
+  :data:`CPU_INFER_PIECE` for testing, :data:`CPU_DM_CHUNK` real images per DM embedding pass,
+  :data:`CPU_TM_GRAD_CHUNK` per TM student gradient piece); experts train
   :data:`CPU_EXPERTS_PARALLEL` at a time. Measured in ``benchmarks/`` (see RESULTS.md).
 - GPU / TPU: one small network leaves the device mostly idle, so everything that can run at
   once does: whole batches (chunk 0), vmapped seeds, classes and experts
@@ -37,12 +38,18 @@ from typing import Any
 
 BACKENDS = ("cpu", "gpu", "tpu")
 
-CPU_PIECE = 32
-"""Images per gradient piece of classifier training on CPU: a piece's activations stay in cache."""
+CPU_PIECE = 8
+"""Images per gradient piece of classifier training on CPU: a piece's activations (4 MB for the
+first ConvNet layer) stay in cache. 8 beat 16 and 32 by 5-16 % on a 2-core AMD EPYC
+(``benchmarks/RESULTS.md``, "pieces")."""
+CPU_INFER_PIECE = 32
+"""Images per forward pass when testing on CPU (forward only: 8-32 about equal, the whole
+256-image batch 1.9x slower)."""
 CPU_DM_CHUNK = 32
 """Real images per DM embedding pass on CPU (``benchmarks/step_time.py``)."""
-CPU_TM_GRAD_CHUNK = 20
-"""Images per piece of a TM student gradient on CPU (``benchmarks/step_time_tm.py``)."""
+CPU_TM_GRAD_CHUNK = 10
+"""Images per piece of a TM student gradient on CPU (``benchmarks/step_time_tm.py``: 5-16 about
+equal, 20 about 10 % slower and 50 MB more at syn_steps 10)."""
 CPU_EXPERTS_PARALLEL = 2
 """Experts trained at once on CPU (one already keeps both cores busy)."""
 ACCELERATOR_EXPERTS_PARALLEL = 10
@@ -58,7 +65,8 @@ class Policy:
     training (evaluation, experts), ``conv_infer`` for testing. ``seeds_in_loop``: evaluation
     seeds and experts one after another (``lax.map``) instead of vmapped; ``classes_in_loop``:
     DM and DC classes likewise. Sizes, 0 meaning the whole batch: ``train_piece`` (images per
-    gradient piece of classifier training), ``dm_chunk`` (real images per DM embedding pass and
+    gradient piece of classifier training), ``infer_piece`` (images per forward pass when
+    testing), ``dm_chunk`` (real images per DM embedding pass and
     smallest synthetic piece), ``tm_grad_chunk`` (images per TM student gradient piece);
     ``experts_parallel``: experts trained at once.
     """
@@ -73,6 +81,7 @@ class Policy:
     seeds_in_loop: bool
     classes_in_loop: bool
     train_piece: int
+    infer_piece: int
     dm_chunk: int
     tm_grad_chunk: int
     experts_parallel: int
@@ -97,14 +106,15 @@ def policy(backend: str | None = None, mesh: Any = None) -> Policy:
         return Policy(backend, meshed, conv_dm="tapgrad", conv_dc="im2col", conv_tm="im2col",
                       conv_train="tapgrad", conv_infer="lax", seeds_in_loop=loop,
                       classes_in_loop=loop, train_piece=CPU_PIECE if loop else 0,
+                      infer_piece=CPU_INFER_PIECE if loop else 0,
                       dm_chunk=CPU_DM_CHUNK, tm_grad_chunk=CPU_TM_GRAD_CHUNK,
                       experts_parallel=CPU_EXPERTS_PARALLEL)
     devices = int(mesh.size) if meshed else 1
     parallel = -(-ACCELERATOR_EXPERTS_PARALLEL // devices) * devices
     return Policy(backend, meshed, conv_dm="lax", conv_dc="lax", conv_tm="lax",
                   conv_train="lax", conv_infer="lax", seeds_in_loop=False,
-                  classes_in_loop=False, train_piece=0, dm_chunk=0, tm_grad_chunk=0,
-                  experts_parallel=parallel)
+                  classes_in_loop=False, train_piece=0, infer_piece=0, dm_chunk=0,
+                  tm_grad_chunk=0, experts_parallel=parallel)
 
 
 def resolve(value: Any, auto: Any) -> Any:
@@ -113,4 +123,4 @@ def resolve(value: Any, auto: Any) -> Any:
 
 
 __all__ = ["ACCELERATOR_EXPERTS_PARALLEL", "BACKENDS", "CPU_DM_CHUNK", "CPU_EXPERTS_PARALLEL",
-           "CPU_PIECE", "CPU_TM_GRAD_CHUNK", "Policy", "policy", "resolve"]
+           "CPU_INFER_PIECE", "CPU_PIECE", "CPU_TM_GRAD_CHUNK", "Policy", "policy", "resolve"]

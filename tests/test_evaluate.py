@@ -85,6 +85,25 @@ def test_piecewise_gradient_equals_whole_batch():
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
+def test_inference_in_pieces_equals_whole_batch():
+    """Test-time pieces (4 images, the last padded) give the whole batch's logits, for an
+    instance-norm and a BatchNorm network (inference mode: running statistics)."""
+    import jax.numpy as jnp
+
+    from fred_jax import models
+
+    x, _ = _tiny(3, 2)  # 9 images
+    for name in ("ConvNet", "ConvNetBN"):
+        model = models.get(name, C, (8, 8, 3))
+        variables = models.init(model, jax.random.key(0), (8, 8, 3))
+        fn = lambda xb: model.apply(variables, xb, train=False)  # noqa: E731
+        whole = fn(jnp.asarray(x))
+        pieces = jax.jit(lambda xb: classifier.in_pieces(fn, xb, 4))(jnp.asarray(x))
+        assert pieces.shape == whole.shape == (9, C)
+        np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-6)
+    assert classifier.in_pieces(lambda xb: xb * 2, jnp.ones((3, 2)), 0).shape == (3, 2)
+
+
 def test_result_fields(tiny_runs):
     both, _ = tiny_runs
     accs = np.asarray(both["accs"])

@@ -14,14 +14,16 @@ MESH = types.SimpleNamespace(size=4)  # the policy reads only the mesh's size
 
 CPU = dict(backend="cpu", meshed=False, conv_dm="tapgrad", conv_dc="im2col", conv_tm="im2col",
            conv_train="tapgrad", conv_infer="lax", seeds_in_loop=True, classes_in_loop=True,
-           train_piece=32, dm_chunk=32, tm_grad_chunk=20, experts_parallel=2)
+           train_piece=8, infer_piece=32, dm_chunk=32, tm_grad_chunk=10,
+           experts_parallel=2)
 """Before the policy: objectives.default_conv_impl (tapgrad DM, im2col DC/TM on CPU),
 evaluate.default_conv_impl (tapgrad), seeds_in_loop (CPU without a mesh), CPU_PIECE = 32,
-dm.chunk = 32, tm.grad_chunk = 20, tm.experts.parallel = 2."""
+dm.chunk = 32, tm.grad_chunk = 20, tm.experts.parallel = 2. Since the speed issue: training
+pieces of 8 images, tests in pieces of 32, TM gradients in pieces of 10."""
 
 ACCELERATOR = dict(meshed=False, conv_dm="lax", conv_dc="lax", conv_tm="lax", conv_train="lax",
                    conv_infer="lax", seeds_in_loop=False, classes_in_loop=False, train_piece=0,
-                   dm_chunk=0, tm_grad_chunk=0, experts_parallel=10)
+                   infer_piece=0, dm_chunk=0, tm_grad_chunk=0, experts_parallel=10)
 
 
 def fields(p: platform.Policy) -> dict:
@@ -34,7 +36,7 @@ def test_cpu_is_the_former_behaviour():
     # convolutions and the config defaults stay the CPU's
     assert fields(platform.policy("cpu", MESH)) == {
         **CPU, "meshed": True, "seeds_in_loop": False, "classes_in_loop": False,
-        "train_piece": 0}
+        "train_piece": 0, "infer_piece": 0}
 
 
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])

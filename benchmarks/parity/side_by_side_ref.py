@@ -2,10 +2,14 @@
 
 A worker: reads one JSON request per line on stdin (``{"work": name}``), runs that piece of work
 once with the official functions (``DM/utils.py``: ``epoch``, ``get_network``, ``DiffAugment``,
-``get_images``; the DM iteration as ``DM/main_DM_FreD.py``'s loop body), and answers one JSON line
-with its wall and CPU seconds. Setup (data, networks, optimisers) happens on a work's first
-request, which the driver treats as warm-up. Same shapes as the JAX side: CIFAR-10, ConvNet,
-DSA on, random normalised images (the cost does not depend on their values).
+``get_images``; the DM iteration as ``DM/main_DM_FreD.py``'s loop body; the TM iteration as
+``TM/main_TM_FreD.py``'s, with ``TM/utils.py`` and ``TM/reparam_module.py``), and answers one
+JSON line with its wall and CPU seconds and the process's peak RSS so far. Setup (data,
+networks, optimisers) happens on a work's first request, which the driver treats as warm-up; the
+data of the DM and evaluation works is made only when one of them is first asked for, so a
+worker started for ``tm_iteration`` alone holds nothing else (its peak RSS is the TM work's,
+plus the interpreter and torch). Same shapes as the JAX side: CIFAR-10, ConvNet, DSA on, random
+normalised images (the cost does not depend on their values).
 """
 
 from __future__ import annotations
@@ -107,26 +111,111 @@ class Works:
         opt.step()
 
 
+class TMIteration:
+    """One iteration of ``TM/main_TM_FreD.py``'s loop body at CIFAR-10 ipc=1 (``run_TM_FreD.sh``:
+    ConvNetD3, msz_per_channel 64 -> 16 instances per class, batch_syn 0 -> all 160 images per
+    student step, lr_freq 1e8, mom_freq 0.5; ``hyper_params.py``: lr_teacher 0.01, lr_lr 1e-7),
+    by default under ``torch.autograd.set_detect_anomaly(True)`` as ``main`` sets it (a
+    debugging mode that costs time: ``anomaly=False`` measures the same work without it).
+    Random frequencies, a low-pass mask and random start/target parameters: the cost does not
+    depend on them."""
+
+    def __init__(self, num_syn: int, syn_steps: int, anomaly: bool):
+        self.u, self.rm, ft = reference.official("TM", "utils", "reparam_module",
+                                                 "frequency_transforms")
+        torch.autograd.set_detect_anomaly(anomaly)
+        self.dct = ft.DCT(resolution=32, device="cpu")
+        self.syn_steps = syn_steps
+        self.dsa_param = self.u.ParamDiffAug()
+        self.dsa_strategy = "color_crop_cutout_flip_scale_rotate"
+        g = torch.Generator().manual_seed(0)
+        self.freq = self.dct.forward(torch.randn(num_syn, 3, 32, 32, generator=g))
+        self.freq.requires_grad = True
+        self.mask = torch.zeros_like(self.freq)
+        self.mask[..., :8, :8] = 1.0  # k = 64 kept frequencies per channel
+        self.label_syn = torch.arange(10).repeat_interleave(num_syn // 10)
+        self.opt_freq = torch.optim.SGD([self.freq], lr=1e8, momentum=0.5)
+        self.syn_lr = torch.tensor(0.01).requires_grad_(True)
+        self.opt_lr = torch.optim.SGD([self.syn_lr], lr=1e-7, momentum=0.5)
+        net = self.u.get_network("ConvNetD3", 3, 10, (32, 32), dist=False)
+        self.start = [p.detach().clone() for p in net.parameters()]
+        self.target = [p + 0.01 * torch.randn(p.shape, generator=g) for p in self.start]
+
+    def iteration(self):
+        """Fresh ``ReparamModule`` student; decode as ``SynSet.get``; ``syn_steps`` steps of
+        DSA (per image, no seed) + cross-entropy + ``autograd.grad(create_graph=True)`` on the
+        whole set; normalised parameter distance; backward; both SGD steps; ``syn_lr`` clip."""
+        u = self.u
+        student_net = self.rm.ReparamModule(u.get_network("ConvNetD3", 3, 10, (32, 32),
+                                                          dist=False))
+        student_net.train()
+        num_params = sum(np.prod(p.size()) for p in student_net.parameters())
+        target_params = torch.cat([p.reshape(-1) for p in self.target], 0)
+        student_params = [torch.cat([p.reshape(-1) for p in self.start], 0).requires_grad_(True)]
+        starting_params = torch.cat([p.reshape(-1) for p in self.start], 0)
+        syn_images = self.dct.inverse(self.mask * self.freq)
+        criterion = torch.nn.CrossEntropyLoss()
+        indices_chunks = []
+        for _ in range(self.syn_steps):
+            if not indices_chunks:
+                indices_chunks = list(torch.split(torch.randperm(len(syn_images)),
+                                                  len(syn_images)))
+            these = indices_chunks.pop()
+            x = u.DiffAugment(syn_images[these], self.dsa_strategy, param=self.dsa_param)
+            ce_loss = criterion(student_net(x, flat_param=student_params[-1]),
+                                self.label_syn[these])
+            grad = torch.autograd.grad(ce_loss, student_params[-1], create_graph=True)[0]
+            student_params.append(student_params[-1] - self.syn_lr * grad)
+        param_loss = torch.nn.functional.mse_loss(student_params[-1], target_params,
+                                                  reduction="sum") / num_params
+        param_dist = torch.nn.functional.mse_loss(starting_params, target_params,
+                                                  reduction="sum") / num_params
+        grand_loss = param_loss / param_dist
+        self.opt_freq.zero_grad()
+        self.opt_lr.zero_grad()
+        grand_loss.backward()
+        self.opt_freq.step()
+        self.opt_lr.step()
+        self.syn_lr.data = self.syn_lr.data.clip(min=0.001)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--num_syn", type=int, default=160)
     p.add_argument("--num_test", type=int, default=10000)
     p.add_argument("--batch_real", type=int, default=256)
+    p.add_argument("--syn_steps", type=int, default=10, help="student steps of tm_iteration")
+    p.add_argument("--no_anomaly", action="store_true",
+                   help="tm_iteration without main_TM_FreD.py's set_detect_anomaly(True)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    works = Works(a.num_syn, a.num_test, a.batch_real)
-    run = {"eval_epoch_1seed": lambda: works.eval_epoch(1),
-           "eval_epoch_5seeds": lambda: works.eval_epoch(5),
-           "test_pass": works.test_pass, "dm_iteration": works.dm_iteration}
+    made = {}
+
+    def works() -> Works:
+        if "works" not in made:
+            made["works"] = Works(a.num_syn, a.num_test, a.batch_real)
+        return made["works"]
+
+    def tm() -> TMIteration:
+        if "tm" not in made:
+            made["tm"] = TMIteration(a.num_syn, a.syn_steps, not a.no_anomaly)
+        return made["tm"]
+
+    run = {"eval_epoch_1seed": lambda: works().eval_epoch(1),
+           "eval_epoch_5seeds": lambda: works().eval_epoch(5),
+           "test_pass": lambda: works().test_pass(), "dm_iteration": lambda: works().dm_iteration(),
+           "tm_iteration": lambda: tm().iteration(),
+           "tm_iteration_no_anomaly": lambda: tm().iteration()}  # started with --no_anomaly
     print(json.dumps({"ready": True, "torch": torch.__version__,
                       "threads": torch.get_num_threads()}), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
         with harness.Stopwatch() as sw:
             run[req["work"]]()
-        print(json.dumps({"wall": sw.wall, "cpu": sw.cpu}), flush=True)
+        print(json.dumps({"wall": sw.wall, "cpu": sw.cpu, "peak_rss_mb": harness.peak_rss_mib()}),
+              flush=True)
 
 
 if __name__ == "__main__":

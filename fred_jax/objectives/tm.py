@@ -24,7 +24,7 @@ remat every step's activations (hundreds of MB per step at the CIFAR-10 ipc=1 bu
 stay alive. ``grad_chunk`` splits each step's gradient into sequential pieces of that many
 images, so only one piece's activations are alive at a time (less memory, and faster on CPU
 thanks to cache locality; measured in ``benchmarks/step_time_tm.py``). Left at None (auto), the
-backend policy (:mod:`fred_jax.platform`) picks pieces of 20 on XLA:CPU and whole batches on
+backend policy (:mod:`fred_jax.platform`) picks pieces of 10 on XLA:CPU and whole batches on
 GPU/TPU; ``config.conv_impl = "auto"`` gives the student ``im2col`` convolutions on XLA:CPU
 (every order of derivative stays a patch matmul) and ``lax`` on GPU/TPU.
 
