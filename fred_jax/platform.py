@@ -40,11 +40,11 @@ BACKENDS = ("cpu", "gpu", "tpu")
 
 CPU_PIECE = 8
 """Images per gradient piece of classifier training on CPU: a piece's activations (4 MB for the
-first ConvNet layer) stay in cache. 8 beat 16 and 32 by 5-16 % on a 2-core AMD EPYC
-(``benchmarks/RESULTS.md``, "pieces")."""
+first ConvNet layer) stay in cache. 8 beat 16 and 32 by 5-30 % on a 2-core AMD EPYC
+(``benchmarks/evaluate.py --pieces 8,16,32``, ``benchmarks/RESULTS.md``)."""
 CPU_INFER_PIECE = 32
 """Images per forward pass when testing on CPU (forward only: 8-32 about equal, the whole
-256-image batch 1.9x slower)."""
+256-image batch 1.7-1.9x slower; ``benchmarks/evaluate.py --infer_pieces 32,256``)."""
 CPU_DM_CHUNK = 32
 """Real images per DM embedding pass on CPU (``benchmarks/step_time.py``)."""
 CPU_TM_GRAD_CHUNK = 10
