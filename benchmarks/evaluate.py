@@ -8,8 +8,8 @@ compile time (first epoch), the median (and IQR) seconds per epoch over the time
 epochs per second and seed-epochs per second, then the test pass (``--num_test`` images, all
 seeds, 256-image chunks as in evaluate: median seconds per pass over ``--test_reps`` passes,
 images per second), and peak memory (max RSS of the measuring process, which covers the
-configurations it ran so far; device memory stats where the backend has them). ``--conv_impl auto`` is evaluate's
-default for the backend. Recorded by ``benchmarks/harness.py``; measured numbers:
+configurations it ran so far; device memory stats where the backend has them).
+``--conv_impl auto`` is evaluate's default for the backend. Recorded by ``benchmarks/harness.py``; measured numbers:
 ``benchmarks/RESULTS.md``.
 
     python benchmarks/evaluate.py [--epochs 10] [--seeds 1,5] [--conv_impl auto,lax]

@@ -134,10 +134,11 @@ def _tapgrad_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
 
     Input gradient: a forward convolution of the (dilated, for strides) output gradient with
     the flipped, transposed kernel. Kernel gradient: one matmul per kernel tap between the
-    transposed output gradient and the tap's input slice (:func:`_tap_kernel_grad`). Both rules are again built from ``_tapgrad_conv``,
-    slices and matmuls, so second-order gradients (TM, DC) take the same fast path. Inside
-    ``lax.scan``/``while`` loops XLA:CPU's native kernel-gradient convolution is two orders of
-    magnitude slower than these matmuls (``benchmarks/RESULTS.md``).
+    transposed output gradient and the tap's input slice (:func:`_tap_kernel_grad`). Both rules
+    are again built from ``_tapgrad_conv``, slices and matmuls, so second-order gradients (TM,
+    DC) take the same fast path. Inside ``lax.scan``/``while`` loops XLA:CPU's native
+    kernel-gradient convolution is two orders of magnitude slower than these matmuls
+    (``benchmarks/RESULTS.md``).
     """
     return _lax_conv(x, kernel, strides, ((padding, padding),) * (kernel.ndim - 2))
 
@@ -164,6 +165,7 @@ def _tap_kernel_grad(x: jax.Array, dy: jax.Array, ksize: tuple[int, ...],
                      *(o + st * (n - 1) + 1 for o, st, n in zip(offset, strides, out)))
             cols.append(lax.slice(xt, (0, 0, *offset), limit, (1, 1, *strides)).reshape(cin, -1))
         return jnp.dot(jnp.concatenate(cols), dy.reshape(-1, cout)).reshape(*ksize, cin, cout)
+    # materialised: a transpose folded into the product sends it to Eigen instead of YNNPACK
     dyt = lax.optimization_barrier(dy.reshape(-1, cout).T)
     dk = jnp.stack([jnp.dot(dyt, c.reshape(-1, cin))
                     for c in _taps(x, ksize, strides, padding, out)])
