@@ -60,3 +60,27 @@ def test_committed_results_table_matches_its_jsonl(tmp_path):
     for name, entries in harness.read(directory).items():
         for e in entries:
             assert e["benchmark"] == name and e["rows"] and json.dumps(e)
+
+
+def test_side_by_side_readme_block_is_the_last_recorded_run(tmp_path):
+    """The README's side-by-side table is the one `side_by_side.py` writes from its last
+    recorded run; rewriting a file touches only the text between the markers, and a file
+    without them is refused."""
+    import side_by_side
+
+    entry = harness.read(os.path.join(BENCH, "results"))["side_by_side"][-1]
+    table = side_by_side.readme_table(entry)
+    assert f"| {entry['rows'][0]['work']} | " in table and "x |" in table
+    with open(os.path.join(os.path.dirname(BENCH), "README.md")) as f:
+        readme = f.read()
+    start, end = (readme.index(m) for m in side_by_side.MARKERS)
+    assert readme[start + len(side_by_side.MARKERS[0]):end] == "\n" + table
+
+    path = tmp_path / "README.md"
+    path.write_text(f"before\n{side_by_side.MARKERS[0]}\nold\n{side_by_side.MARKERS[1]}\nafter\n")
+    side_by_side.write_readme(entry, str(path))
+    assert path.read_text() == (f"before\n{side_by_side.MARKERS[0]}\n{table}"
+                                f"{side_by_side.MARKERS[1]}\nafter\n")
+    path.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no <!-- side_by_side:start -->"):
+        side_by_side.write_readme(entry, str(path))
