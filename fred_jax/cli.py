@@ -249,13 +249,17 @@ def experts_command() -> None:
     _key_flags_of_main(["config", "verbose"])
 
     def main(argv: list[str]) -> None:
-        from fred_jax import expert_store, experts, sharding
+        from fred_jax import expert_store, experts, platform, sharding
 
         del argv
         sharding.maybe_initialize_distributed()
         config = config_flag.value
-        meta = configuration.run_command(lambda: experts.train_from_config(config),
-                                         flags.FLAGS.verbose)
+
+        def train() -> dict:
+            platform.enable_compilation_cache(config.get("compilation_cache", "auto"))
+            return experts.train_from_config(config)
+
+        meta = configuration.run_command(train, flags.FLAGS.verbose)
         if not sharding.is_main_process():
             return
         accs = [meta["test_acc"][k] for k in sorted(meta["test_acc"], key=int)]

@@ -83,6 +83,8 @@ def defaults() -> ml_collections.ConfigDict:
     # --- scale (fred_jax.sharding)
     c.num_devices = 0  # devices in the mesh: 0 = all devices of all hosts; N = the first N
     # (1: unsharded programs; a multi-host run must use all)
+    c.compilation_cache = "auto"  # ours: keep compiled programs for later runs (fred_jax.platform):
+    # "auto" = $XDG_CACHE_HOME/fred_jax/xla (~/.cache), "" = off, or a folder
     return c
 
 

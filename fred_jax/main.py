@@ -27,7 +27,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fred_jax import configuration, sharding, sweep, train
+from fred_jax import configuration, platform, sharding, sweep, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configuration file (configs/*.py)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output and checkpoint directory")
@@ -52,6 +52,7 @@ def main(argv: list[str]) -> None:
         configuration.validate(config)
         variants = sweep.baseline_variants(config)
         sweep.check(config, variants)  # the baselines' settings too, before any compute
+        platform.enable_compilation_cache(config.compilation_cache)
         results = train.run(config, _WORKDIR.value, allow_changes=_ALLOW.value)
         baselines = sweep.run(config, os.path.join(_WORKDIR.value, "baselines"), variants)
         return [results] + [r for _, r in baselines]

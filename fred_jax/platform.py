@@ -34,6 +34,9 @@ value wins. Tests simulate a backend with ``policy(backend="gpu")``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import platform as _host
 from typing import Any
 
 BACKENDS = ("cpu", "gpu", "tpu")
@@ -122,5 +125,75 @@ def resolve(value: Any, auto: Any) -> Any:
     return auto if value is None or value == "auto" else value
 
 
-__all__ = ["ACCELERATOR_EXPERTS_PARALLEL", "BACKENDS", "CPU_DM_CHUNK", "CPU_EXPERTS_PARALLEL",
-           "CPU_INFER_PIECE", "CPU_PIECE", "CPU_TM_GRAD_CHUNK", "Policy", "policy", "resolve"]
+COMPILATION_CACHE_BYTES = 4 << 30
+"""Size bound of the persistent compilation cache; least recently used programs go first."""
+
+
+def _host_fingerprint() -> str:
+    """Short hash of what an XLA:CPU executable is specialised to: machine, CPU model and
+    instruction-set flags, jaxlib. JAX's own cache key has the XLA flags but not the host CPU, so
+    a cache folder shared between machines (an NFS home) would otherwise hand an AVX-512 program
+    to an AVX2-only CPU."""
+    import jaxlib
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "model name", "Features", "CPU part")):
+                    flags += line
+                    if line.startswith(("flags", "Features")):
+                        break
+    except OSError:
+        flags = _host.processor()
+    text = "|".join((_host.machine(), flags, jaxlib.__version__))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compilation_cache_dir(setting: str) -> str | None:
+    """The folder of the persistent compilation cache for the config value ``setting``:
+    ``"auto"`` = ``$XDG_CACHE_HOME/fred_jax/xla`` (``~/.cache``), ``""`` = off, else a path;
+    one sub-folder per host fingerprint (:func:`_host_fingerprint`)."""
+    if not setting:
+        return None
+    root = setting
+    if setting == "auto":
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+        root = os.path.join(base, "fred_jax", "xla")
+    return os.path.join(os.path.abspath(os.path.expanduser(root)), _host_fingerprint())
+
+
+def _private_dir(path: str) -> None:
+    """Create ``path`` (mode 0700) or check that an existing one is ours and writable by us
+    only: a cached executable is native code that the next run loads."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    for folder in (path, os.path.dirname(path)):
+        st = os.stat(folder)
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            raise PermissionError(f"compilation cache {folder} belongs to another user; set "
+                                  "--config.compilation_cache to a folder of yours or ''")
+        if st.st_mode & 0o022:
+            raise PermissionError(f"compilation cache {folder} is writable by others; "
+                                  f"chmod go-w {folder}, or set --config.compilation_cache")
+
+
+def enable_compilation_cache(setting: str) -> str | None:
+    """Keep compiled XLA programs in :func:`compilation_cache_dir` so that a later process
+    running the same programs (same shapes, flags, jaxlib and host) loads instead of compiling.
+    Entries are written under JAX's file lock (the size bound turns it on), so runs may share
+    the folder. Returns the folder, or None when ``setting`` is ``""``."""
+    path = compilation_cache_dir(setting)
+    if path is None:
+        return None
+    import jax
+
+    _private_dir(path)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
+    return path
+
+
+__all__ = ["ACCELERATOR_EXPERTS_PARALLEL", "BACKENDS", "COMPILATION_CACHE_BYTES", "CPU_DM_CHUNK",
+           "CPU_EXPERTS_PARALLEL", "CPU_INFER_PIECE", "CPU_PIECE", "CPU_TM_GRAD_CHUNK", "Policy",
+           "compilation_cache_dir", "enable_compilation_cache", "policy", "resolve"]

@@ -20,7 +20,8 @@ from absl import logging
 from fred_jax import checkpoint
 from fred_jax.failures import WorkdirError
 
-FREE_FIELDS = ("data_dir", "num_devices", "log_every", "checkpoint_every", "keep_checkpoints")
+FREE_FIELDS = ("data_dir", "num_devices", "log_every", "checkpoint_every", "keep_checkpoints",
+               "compilation_cache")
 """Config fields a resumed run may change freely: they change no number of the result."""
 
 FIXED_FIELDS = ("dataset", "zca", "seed", "parameterization", "ipc", "k", "transform",

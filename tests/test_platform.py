@@ -90,3 +90,64 @@ def test_auto_fields_are_still_checked(field, value, message):
     with pytest.raises(configuration.ConfigError, match=message):
         configuration.validate(config, dataset=types.SimpleNamespace(image_shape=(32, 32, 3),
                                                                      num_classes=10))
+
+
+_CACHE_PROBE = """
+import sys
+import jax, jax.numpy as jnp
+from jax import monitoring
+from fred_jax import platform
+events = []
+monitoring.register_event_listener(lambda e, **kw: events.append(e.rsplit("/", 1)[-1]))
+platform.enable_compilation_cache(sys.argv[1])
+jax.jit(lambda x: jnp.tanh(x) @ x.T)(jnp.ones((4, 4))).block_until_ready()
+print(events.count("compile_requests_use_cache"), events.count("cache_hits"))
+"""
+
+
+def _cache_hits(setting: str, env: dict | None = None) -> tuple[int, int]:
+    """(programs compiled through the cache, programs loaded from it) in a new process."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CACHE_PROBE, setting], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stderr
+    requests, hits = out.stdout.split()[-2:]
+    return int(requests), int(hits)
+
+
+def test_compilation_cache_is_loaded_by_a_second_process(tmp_path):
+    """The first process compiles and stores; a second with the same program loads it; a
+    process with other XLA flags (another instruction set) does not see those entries."""
+    folder = str(tmp_path / "xla")
+    programs, hits = _cache_hits(folder)
+    assert programs >= 1 and hits == 0
+    assert _cache_hits(folder) == (programs, programs)
+    assert _cache_hits(folder, {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}) == (programs, 0)
+    assert _cache_hits("")[1] == 0
+
+
+def test_compilation_cache_folder(tmp_path, monkeypatch):
+    """Per-host sub-folder of the named or default folder; "" turns the cache off; a folder
+    that others may write to is refused (its programs are native code the next run loads)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    auto = platform.compilation_cache_dir("auto")
+    assert auto.startswith(str(tmp_path / "home" / "fred_jax" / "xla"))
+    assert platform.compilation_cache_dir(str(tmp_path / "c")).startswith(str(tmp_path / "c"))
+    assert platform.compilation_cache_dir("") is None
+    assert platform.enable_compilation_cache("") is None
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(PermissionError, match="writable by others"):
+        platform._private_dir(str(shared / "sub"))
+
+
+def test_compilation_cache_is_a_free_config_field():
+    """Turning the cache on or off changes no number, so a resumed run may change it."""
+    from fred_jax import provenance
+
+    assert configuration.defaults().compilation_cache == "auto"
+    assert "compilation_cache" in provenance.FREE_FIELDS
