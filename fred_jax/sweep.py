@@ -253,7 +253,7 @@ def plot(records: list[dict], fields: Sequence[str], path: str, title: str = "")
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    from fred_jax import configuration
+    from fred_jax import configuration, platform
 
     p = argparse.ArgumentParser(prog="python -m fred_jax.sweep",
                                 description=__doc__.split("\n\n")[0])
@@ -277,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = configuration.from_file(a.config)
         base = tuple(o for spec in a.set for o in grid(config, [spec])[0])
         config = apply(config, base)
+        platform.enable_compilation_cache(config.compilation_cache)
         todo = collect_variants(config, a.sweep, a.variant)
         fields = fields_of(todo)
         rows = run(config, a.workdir, todo)
