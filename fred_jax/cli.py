@@ -29,6 +29,11 @@ Train expert trajectories (settings from the config's ``tm.experts`` section plu
     python -m fred_jax.experts --config configs/cifar10_ipc1.py
     python -m fred_jax.experts --config configs/mnist_ipc1.py --config.tm.experts.num_experts=4
 
+Or import the official code's buffers (``TM/buffer.py``'s ``replay_buffer_<n>.pt``; see
+:mod:`fred_jax.official_buffers`) instead of training::
+
+    python -m fred_jax.experts --config configs/cifar10_ipc1.py --from_official DIR
+
 Pictures of an export: ``python -m fred_jax.visualize --synset export.npz --out DIR`` writes
 ``DIR/synset_images.png`` and ``DIR/synset_masks.png``.
 """
@@ -245,15 +250,28 @@ def experts_command() -> None:
     from ml_collections import config_flags
 
     config_flag = config_flags.DEFINE_config_file("config", None, "config file with a tm section")
+    flags.DEFINE_string("from_official", None, "instead of training, import the official "
+                        "buffer.py's replay_buffer_<n>.pt files of this folder into "
+                        "config.tm.experts.dir (fred_jax.official_buffers); the config must "
+                        "name how they were trained (dataset, model, tm.experts)")
     flags.DEFINE_boolean("verbose", False, "show the traceback of an error")
-    _key_flags_of_main(["config", "verbose"])
+    _key_flags_of_main(["config", "from_official", "verbose"])
 
     def main(argv: list[str]) -> None:
-        from fred_jax import expert_store, experts, platform, sharding
+        from fred_jax import expert_store, experts, official_buffers, platform, sharding
 
         del argv
-        sharding.maybe_initialize_distributed()
         config = config_flag.value
+        folder = flags.FLAGS.from_official
+        if folder:
+            meta = configuration.run_command(
+                lambda: official_buffers.import_from_config(config, folder), flags.FLAGS.verbose)
+            count = len(expert_store.completed_experts(config.tm.experts.dir, meta["epochs"],
+                                                       meta["num_params"]))
+            print(f"{count} official experts x {meta['epochs']} epochs from {folder} "
+                  f"({', '.join(meta['official_files'])}) in {config.tm.experts.dir}")
+            return
+        sharding.maybe_initialize_distributed()
 
         def train() -> dict:
             platform.enable_compilation_cache(config.get("compilation_cache", "auto"))
