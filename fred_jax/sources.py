@@ -11,15 +11,18 @@ source, so the originals are needed only for the first build. The originals (`fi
   original `cifar-10-python.tar.gz` or the lossless re-encoding `x_{train,test}.npy.xz` +
   `cifar10_labels.npz` (rows sorted by (label, original file name)); the tarball is brought
   into the same order, so both give identical arrays.
-* otherwise a download on first use with tfds's `DownloadManager` (size and sha256 checked,
-  cached in `<tfds_dir>/downloads/fred_local/`, progress bars) from the canonical URLs, or from
-  a mirror: `mirror=` or `$FRED_DATA_MIRROR`, a base URL laid out like a data dir
-  (`<mirror>/<name>/<file>`, e.g. `python -m http.server` run in a data dir). A download that
-  fails its checksum or loses its connection is removed and retried once; a failure raises
-  `DownloadError` naming the URL, the file, its checksum and where to put it by hand. tfds
-  moves a download into place only once it is complete and checked, and writes the built
-  dataset to a temporary folder renamed at the end, so an interrupted run leaves nothing a
-  later run would trust.
+* otherwise a download on first use (`fred_jax.downloads.fetch`: connect and read timeouts,
+  bounded retries with backoff, a progress bar that shows a stall, an atomic rename of a
+  complete, checked file), cached in `<tfds_dir>/downloads/fred_local/` (under tfds's file
+  names), from the canonical URLs or from a mirror: `mirror=` or `$FRED_DATA_MIRROR`, a base URL
+  laid out like a data dir (`<mirror>/<name>/<file>`, e.g. `python -m http.server` run in a data
+  dir, or `file:///<data dir>`). A failure raises `DownloadError` naming the URL, the cause, the
+  attempts, the file, its checksum and where to put it by hand. tfds writes the built dataset
+  to a temporary folder renamed at the end, so an interrupted run leaves nothing a later run
+  would trust.
+Every original is checked (size, then checksum) when it is read, through the file object the
+reader then reads, wherever it comes from: a cached download whose name carries the checksum is
+re-hashed too. The CIFAR pickles are read by `fred_jax.cifar_pickle`, which runs no code.
 Formats: MNIST/Fashion-MNIST idx `.gz`; CIFAR python-version tarballs (CIFAR-100: fine labels,
 original order); SVHN cropped `{train,test}_32x32.mat` (scipy.io; label 10 is digit 0);
 Tiny-ImageNet `tiny-imagenet-200.zip` (classes in sorted wnid order, `val` as test; only an
@@ -37,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
-import hashlib
 import io
 import lzma
 import os
@@ -47,7 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fred_jax.datasets import MNIST_FILES, NAMES, SPECS, File
+from fred_jax import cifar_pickle, downloads
+from fred_jax.datasets import MNIST_FILES, NAMES, SPECS
 
 _CHUNK = 1000  # examples per array_record record of the local builder
 _BUILDER = "fred_local"  # name of the local builder (and of its download folder)
@@ -62,21 +65,6 @@ def data_root(data_dir: str | os.PathLike | None) -> Path | None:
     """The data dir of local originals: `data_dir`, else `$FRED_DATA_DIR`, else None."""
     root = data_dir if data_dir is not None else os.environ.get("FRED_DATA_DIR")
     return Path(root).expanduser().resolve() if root else None
-
-
-def _mismatch(path: Path, expected: File) -> str | None:
-    """Why `path` is not the expected original file (size or checksum); None when it is."""
-    size = path.stat().st_size
-    if size != expected.size:
-        return f"{size} bytes, expected {expected.size}"
-    algorithm, digest = ("sha256", expected.sha256) if expected.sha256 else ("md5", expected.md5)
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    if h.hexdigest() != digest:
-        return f"{algorithm} {h.hexdigest()}, expected {digest}"
-    return None
 
 
 def _local_sources(name: str, folder: Path) -> dict[str, Path]:
@@ -94,103 +82,79 @@ def _local_sources(name: str, folder: Path) -> dict[str, Path]:
             f"{name}: missing original files {missing}; expected in {folder}: "
             + " or ".join(str(sorted(layout)) for layout in layouts))
     paths = {f: folder / f for f in complete[0]}
-    for fname, path in paths.items():
-        why = _mismatch(path, SPECS[name].files[fname])
-        if why:
-            raise ValueError(f"{name}: checksum mismatch for {path}: {why}")
+    for fname, path in paths.items():  # fail before the build starts (checked again on reading)
+        with downloads.open_verified(path, SPECS[name].files[fname], name):
+            pass
     return paths
 
 
 def _download_error(name: str, fname: str, url: str, cause: str) -> DownloadError:
     expected = SPECS[name].files[fname]
-    checksum = f"sha256 {expected.sha256}" if expected.sha256 else f"md5 {expected.md5}"
     layout = SPECS[name].layouts[0]
     return DownloadError(
         f"{name}: could not download {url} ({cause}). Expected file {fname!r}: "
-        f"{expected.size} bytes, {checksum}. To go on without the network, put "
+        f"{downloads.describe(expected)}. To go on without the network, put "
         f"{' '.join(layout)} by hand into <folder>/{name}/ and set FRED_DATA_DIR=<folder> "
-        f"(or config.data_dir); or set {_MIRROR_ENV} to a base URL that serves {name}/{fname}.")
+        f"(or config.data_dir); or set {_MIRROR_ENV} to a base URL (http://, https:// or "
+        f"file:///<folder>) that serves {name}/{fname}.")
 
 
 def _fetch(name: str, fname: str, mirror: str | None, download_dir: Path) -> Path:
-    """Downloads one original file with tfds's DownloadManager (checksum-checked, cached).
-
-    A download that fails its checksum or loses its connection is removed and tried once more;
-    tfds's unfinished `*.tmp.*` folders of a failed attempt are removed too.
-    """
-    import requests
+    """One original file, checked: from tfds's download cache when it is there and passes its
+    checksum, else downloaded (`fred_jax.downloads.fetch`: timeouts, bounded retries)."""
     import tensorflow_datasets as tfds
-    from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
     expected = SPECS[name].files[fname]
     url = f"{mirror.rstrip('/')}/{name}/{fname}" if mirror else expected.url
-    url_infos = {} if expected.sha256 is None else {url: tfds.download.checksums.UrlInfo(
-        size=tfds.core.utils.Size(expected.size), checksum=expected.sha256, filename=fname)}
-    folder = download_dir / _BUILDER
-    cached = folder / tfds.download.resource.get_dl_fname(url, expected.sha256)
-    if not cached.exists():
-        try:  # fail fast when unreachable (tfds's own retries back off for minutes)
-            requests.head(url, timeout=30, allow_redirects=True).close()
-        except (requests.ConnectionError, requests.Timeout) as e:
-            raise _download_error(name, fname, url, f"unreachable: {type(e).__name__}") from e
-    for _ in range(2):
-        before = set(folder.glob("*.tmp.*")) if folder.is_dir() else set()
-        manager = tfds.download.DownloadManager(
-            download_dir=download_dir, url_infos=url_infos, dataset_name=_BUILDER)
-        try:
-            path = Path(manager.download(url))
-            why = None if expected.sha256 else _mismatch(path, expected)
-            if why is None:
-                return path
-            for stale in (path, path.with_name(path.name + ".INFO")):
-                stale.unlink(missing_ok=True)
-            cause = f"downloaded file has {why}; removed"
-        except NonMatchingChecksumError:
-            cause = "checksum mismatch; download removed"
-        except requests.exceptions.ChunkedEncodingError as e:
-            cause = f"connection dropped: {e}"
-        except (tfds.download.DownloadError, requests.RequestException) as e:
-            _remove_new(folder, before)
-            raise _download_error(name, fname, url, str(e)) from e
-        except BaseException:
-            _remove_new(folder, before)
-            raise
-        _remove_new(folder, before)
-    raise _download_error(name, fname, url, f"{cause}, twice")
+    if url is None:
+        raise _download_error(name, fname, "<no URL>", "no canonical URL; a local file only")
+    if mirror and "://" not in mirror:
+        raise _download_error(name, fname, url, f"the mirror {mirror!r} is not a URL; for a "
+                              f"local folder use file://{Path(mirror).expanduser().resolve()} "
+                              f"or FRED_DATA_DIR")
+    cached = download_dir / _BUILDER / tfds.download.resource.get_dl_fname(url, expected.sha256)
+    try:
+        return downloads.fetch(url, cached, expected, name)
+    except downloads.FetchError as e:
+        raise _download_error(name, fname, url, str(e)) from e
 
 
-def _remove_new(folder: Path, before: set[Path]) -> None:
-    """Removes the tfds temporary download folders that appeared since `before`."""
-    import shutil
-
-    if folder.is_dir():
-        for tmp in set(folder.glob("*.tmp.*")) - before:
-            shutil.rmtree(tmp, ignore_errors=True)
+_MAX_IDX_BYTES = 1 << 30  # an idx file's declared payload (MNIST's largest: 47 MB)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file (MNIST format), gzip-compressed."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    magic = int.from_bytes(raw[:4], "big")
-    ndim = magic & 0xFF
-    if magic >> 8 != 0x08:
-        raise ValueError(f"{path}: not a uint8 idx file (magic {magic:#x})")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+def read_idx(source) -> np.ndarray:
+    """A gzip-compressed uint8 idx file (MNIST format), from a path or a binary file object.
+
+    Reads the header, then exactly the bytes it declares (at most `_MAX_IDX_BYTES`): a file
+    that holds fewer, or more, is refused without reading it all.
+    """
+    where = getattr(source, "name", source)
+    with gzip.open(source, "rb") as f:
+        magic = int.from_bytes(f.read(4), "big")
+        ndim = magic & 0xFF
+        if magic >> 8 != 0x08 or not 1 <= ndim <= 4:
+            raise ValueError(f"{where}: not a uint8 idx file (magic {magic:#x})")
+        header = f.read(4 * ndim)
+        shape = tuple(int.from_bytes(header[4 * i:4 * i + 4], "big") for i in range(ndim))
+        size = int(np.prod(shape, dtype=np.int64))
+        if len(header) != 4 * ndim or size > _MAX_IDX_BYTES:
+            raise ValueError(f"{where}: idx header declares shape {shape}: truncated or larger "
+                             f"than {_MAX_IDX_BYTES} bytes")
+        raw = f.read(size)
+        if len(raw) != size or f.read(1):
+            raise ValueError(f"{where}: idx header declares {size} bytes of shape {shape}, the "
+                             f"file holds {'fewer' if len(raw) != size else 'more'}")
+    return np.frombuffer(raw, np.uint8).reshape(shape)
 
 
-def _read_cifar_tarball(path: Path, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (uint8 [N, 32, 32, 3], labels)} from a CIFAR python-version tarball.
+def _read_cifar_tarball(f, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (uint8 [N, 32, 32, 3], labels)} from a CIFAR python-version tarball (an open,
+    checked file); its pickles are read by `fred_jax.cifar_pickle` (no code runs).
 
     CIFAR-10 rows are sorted by (label, original file name), the order of the lossless
     re-encoding `x_*.npy.xz` (whose source lost the batch order), so both layouts give identical
     arrays; CIFAR-100 keeps the file order (torchvision's) with the fine labels.
     """
-    import pickle
-
-    import tensorflow_datasets as tfds
-
     if name == "cifar10":
         members = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
         label_key, meta, names_key = b"labels", "batches.meta", b"label_names"
@@ -198,66 +162,70 @@ def _read_cifar_tarball(path: Path, name: str) -> dict[str, tuple[np.ndarray, np
         members = {"train": ["train"], "test": ["test"]}
         label_key, meta, names_key = b"fine_labels", "meta", b"fine_label_names"
     wanted = {m for ms in members.values() for m in ms} | {meta}
-    batches = {}
-    # The file passed its checksum (or is a local original the user put there), so its
-    # pickles are the published ones.
-    with open(path, "rb") as f:  # an open file: tfds would open a path with tf.io.gfile
-        for member, fobj in tfds.download.iter_archive(f, tfds.download.ExtractMethod.TAR_STREAM):
-            if os.path.basename(member) in wanted:
-                batches[os.path.basename(member)] = pickle.load(fobj, encoding="bytes")
-    if set(batches) != wanted:
-        raise ValueError(f"{path}: members {sorted(wanted - set(batches))} not found")
-    class_names = tuple(n.decode() for n in batches[meta][names_key])
+    where = getattr(f, "name", name)
+    batches = cifar_pickle.read_tarball(f, wanted, where)
+    class_names = cifar_pickle.names(batches[meta], names_key, f"{where}: {meta}")
     if class_names != SPECS[name].class_names:
-        raise ValueError(f"{path}: class names {class_names} differ from {name}'s")
+        raise ValueError(f"{where}: class names {class_names} differ from {name}'s")
     out = {}
     for split, ms in members.items():
-        x = np.concatenate([np.asarray(batches[m][b"data"], np.uint8) for m in ms])
-        x = x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        y = np.concatenate([np.asarray(batches[m][label_key], np.int64) for m in ms])
+        parts = [cifar_pickle.batch(batches[m], label_key, len(class_names), f"{where}: {m}")
+                 for m in ms]
+        x = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        y = np.concatenate([p[1] for p in parts])
         if name == "cifar10":
-            files = [f for m in ms for f in batches[m][b"filenames"]]
+            files = [fn for m in ms for fn in cifar_pickle.names(
+                batches[m], b"filenames", f"{where}: {m}", count=None)]
             order = sorted(range(len(y)), key=lambda i: (y[i], files[i]))
             x, y = x[order], y[order]
         out[split] = (np.ascontiguousarray(x), y)
     return out
 
 
-def _read_svhn(paths: dict[str, Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _read_svhn(files: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """SVHN cropped `.mat` files: X uint8 [32, 32, 3, N], y in 1..10 (10 is the digit 0)."""
     from scipy import io as sio
 
     out = {}
     for split in ("train", "test"):
-        mat = sio.loadmat(paths[f"{split}_32x32.mat"])
+        mat = sio.loadmat(files[f"{split}_32x32.mat"])
         x = np.ascontiguousarray(np.asarray(mat["X"], np.uint8).transpose(3, 0, 1, 2))
         out[split] = (x, np.asarray(mat["y"], np.int64).reshape(-1) % 10)
     return out
 
 
 def _read_originals(name: str, paths: dict[str, Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (uint8 [N, H, W, C], int labels [N])} from one layout of original files."""
+    """{split: (uint8 [N, H, W, C], int labels [N])} from one layout of original files, each
+    opened and checked (size and checksum) right before it is read."""
+    with contextlib.ExitStack() as stack:
+        files = {f: stack.enter_context(downloads.open_verified(p, SPECS[name].files[f], name))
+                 for f, p in paths.items()}
+        return _read_checked(name, files)
+
+
+def _read_checked(name: str, files: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`_read_originals` on open, checked file objects."""
     if name in ("mnist", "fashion_mnist"):
-        f = {k: paths[v] for k, v in MNIST_FILES.items()}
+        f = {k: files[v] for k, v in MNIST_FILES.items()}
         return {s: (read_idx(f[f"{s}_images"])[..., None], read_idx(f[f"{s}_labels"]))
                 for s in ("train", "test")}
-    if name in ("cifar10", "cifar100") and SPECS[name].layouts[0][0] in paths:  # the tarball
-        return _read_cifar_tarball(paths[SPECS[name].layouts[0][0]], name)
+    if name in ("cifar10", "cifar100") and SPECS[name].layouts[0][0] in files:  # the tarball
+        return _read_cifar_tarball(files[SPECS[name].layouts[0][0]], name)
     if name == "cifar10":
-        labels = np.load(paths["cifar10_labels.npz"])
+        labels = np.load(files["cifar10_labels.npz"], allow_pickle=False)
         out = {}
         for s in ("train", "test"):
-            with lzma.open(paths[f"x_{s}.npy.xz"]) as fx:
-                out[s] = (np.load(fx), labels[f"y_{s}"])
+            with lzma.open(files[f"x_{s}.npy.xz"]) as fx:
+                out[s] = (np.load(fx, allow_pickle=False), labels[f"y_{s}"])
         return out
     if name == "svhn":
-        return _read_svhn(paths)
+        return _read_svhn(files)
     if name == "tiny_imagenet":
-        return _read_tiny_imagenet(paths["tiny-imagenet-200.zip"])
+        return _read_tiny_imagenet(files["tiny-imagenet-200.zip"])
     raise ValueError(f"no local reader for {name}")
 
 
-def _read_tiny_imagenet(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _read_tiny_imagenet(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Train and val splits of the official zip; classes in sorted wnid order (ImageFolder)."""
     from PIL import Image
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fred_jax import data, datasets
+from fred_jax import data, datasets, downloads
 
 # ----------------------------------------------------------------------------- original formats
 
@@ -111,12 +111,15 @@ def register(monkeypatch, name: str, files: dict[str, bytes]) -> None:
 
 class Mirror:
     """Serves `files[path]` on 127.0.0.1; `mode[path]`: "drop" sends half and closes,
-    "corrupt" sends flipped bytes, "corrupt_once" does so on the first GET only."""
+    "corrupt" sends flipped bytes, "corrupt_once" does so on the first GET only, "stall" sends
+    half and then nothing (until `release` is set, at most 10 s), "500" answers HTTP 500,
+    "endless" sends the file and then zeros (8 MB, no Content-Length)."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.mode: dict[str, str] = {}
         self.gets: dict[str, int] = {}
+        self.release = threading.Event()
         mirror = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -135,12 +138,32 @@ class Mirror:
                 mode = mirror.mode.get(self.path, "")
                 if mode == "corrupt" or (mode == "corrupt_once" and mirror.gets.get(self.path) == 1):
                     payload = bytes(b ^ 0xFF for b in payload[:64]) + payload[64:]
+                if mode == "500":
+                    self.send_error(500)
+                    return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(payload)))
+                if mode != "endless":
+                    self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                if body:
+                if body and mode in ("stall", "endless"):
+                    self._slow(payload, mode)
+                elif body:
                     self.wfile.write(payload[:len(payload) // 2] if mode == "drop" else payload)
                     self.close_connection = True
+
+            def _slow(self, payload, mode):
+                try:
+                    if mode == "stall":
+                        self.wfile.write(payload[:len(payload) // 2])
+                        self.wfile.flush()
+                        mirror.release.wait(10)
+                    else:
+                        self.wfile.write(payload)
+                        for _ in range(128):
+                            self.wfile.write(bytes(1 << 16))
+                except OSError:  # the client gave up
+                    pass
+                self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -153,13 +176,20 @@ class Mirror:
         self.files.update({f"/{name}/{f}": b for f, b in files.items()})
 
 
+FAST = downloads.Policy(connect_timeout=2.0, read_timeout=1.0, attempts=2, backoff=0.05,
+                        give_up_after=5.0, stall_after=0.3)
+"""Download limits of these tests: two tries, a short wait, seconds-long timeouts."""
+
+
 @pytest.fixture
 def mirror(monkeypatch):
     monkeypatch.delenv("FRED_DATA_DIR", raising=False)  # downloads happen without a data dir
+    monkeypatch.setattr(downloads, "POLICY", FAST)
     server = Mirror()
     server.thread.start()
     monkeypatch.setenv("FRED_DATA_MIRROR", server.url)
     yield server
+    server.release.set()
     server.server.shutdown()
     server.server.server_close()
     server.thread.join(timeout=5)
@@ -191,8 +221,7 @@ def test_good_download_builds_and_caches(mirror, monkeypatch, tmp_path):
     assert set(mirror.gets) == {f"/mnist/{f}" for f in files}
     assert all(n == 1 for n in mirror.gets.values())
     cached = sorted(p.name for p in (tmp_path / "downloads" / "fred_local").iterdir())
-    assert len(cached) == 8 and sum(n.endswith(".INFO") for n in cached) == 4
-    assert not [n for n in cached if ".tmp." in n]
+    assert len(cached) == 4 and not [n for n in cached if ".tmp." in n]
     data.load("mnist", tfds_dir=tmp_path)  # prepared: no request
     assert all(n == 1 for n in mirror.gets.values())
 
@@ -205,7 +234,7 @@ def test_wrong_checksum_is_removed_retried_once_and_reported(mirror, monkeypatch
         data.load("mnist", tfds_dir=tmp_path)
     message = str(err.value)
     assert f"could not download {mirror.url}{bad} (checksum mismatch" in message
-    assert "twice" in message and "'t10k-labels-idx1-ubyte.gz'" in message
+    assert "gave up after 2 attempts" in message and "'t10k-labels-idx1-ubyte.gz'" in message
     assert hashlib.sha256(files["t10k-labels-idx1-ubyte.gz"]).hexdigest() in message
     assert "FRED_DATA_DIR" in message and "<folder>/mnist/" in message
     assert mirror.gets[bad] == 2
@@ -228,7 +257,8 @@ def test_dropped_connection_leaves_nothing(mirror, monkeypatch, tmp_path):
     serve_mnist(mirror, monkeypatch)
     path = "/mnist/train-images-idx3-ubyte.gz"
     mirror.mode[path] = "drop"
-    with pytest.raises(data.DownloadError, match=r"connection dropped: .*IncompleteRead.*twice"):
+    with pytest.raises(data.DownloadError,
+                       match=r"connection dropped .*IncompleteRead.*gave up after 2 attempts"):
         data.load("mnist", tfds_dir=tmp_path)
     assert mirror.gets[path] == 2
     assert not [p for p in leftovers(tmp_path) if "train-images" in p or ".tmp." in p
@@ -245,7 +275,7 @@ def test_missing_file_names_url_file_checksum_and_manual_place(mirror, monkeypat
     message = str(err.value)
     url = f"{mirror.url}/mnist/train-labels-idx1-ubyte.gz"
     assert message.startswith(f"mnist: could not download {url} (")
-    assert "HTTP code: 404" in message and "FRED_DATA_MIRROR" in message
+    assert "HTTP 404 Not Found; not retried" in message and "FRED_DATA_MIRROR" in message
     assert mirror.gets["/mnist/train-labels-idx1-ubyte.gz"] == 1  # no retry of a 404
     assert not [p for p in leftovers(tmp_path) if ".tmp." in p or "incomplete" in p]
 
@@ -269,7 +299,8 @@ def test_md5_only_file_is_checked_after_download(mirror, monkeypatch, tmp_path):
                         datasets.File("https://example.invalid/tiny.zip", len(payload), None,
                                       md5="0" * 32))
     mirror.add("tiny_imagenet", {"tiny-imagenet-200.zip": payload})
-    with pytest.raises(data.DownloadError, match=r"md5 [0-9a-f]{32}, expected 0{32}; removed, twice"):
+    with pytest.raises(data.DownloadError,
+                       match=r"md5 [0-9a-f]{32}, expected 0{32}; gave up after 2 attempts"):
         data.load("tiny_imagenet", tfds_dir=tmp_path)
     assert mirror.gets["/tiny_imagenet/tiny-imagenet-200.zip"] == 2
     assert not [p for p in leftovers(tmp_path) if "tiny" in p and "downloads" in p]
