@@ -41,11 +41,30 @@ MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.
                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
+MAX_ROWS = 60000  # largest split read (the stand-in's largest possible: MNIST's train split)
+_ROWS_PER_READ = 1024
+
+
+def _dataset(f, key: str, path: Path):
+    """`f[key]`, a dataset whose bytes are in this file: no external, soft or virtual link,
+    no external storage (those read other files on this machine)."""
+    import h5py
+
+    link = f.get(key, getlink=True)
+    node = f[key] if isinstance(link, h5py.HardLink) else None
+    if not isinstance(node, h5py.Dataset) or node.external or node.is_virtual:
+        raise ValueError(f"{path}: {key} is not a dataset stored in this file (a link, external "
+                         f"storage or a virtual dataset reads other files); use the Kaggle file")
+    return node
+
+
 def read_h5(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train": (x, y), "test": (x, y)}`` from a file in the Kaggle layout: ``x``
     ``[N, 16, 16, 16, 1]`` float32 (each 4096-vector reshaped in C order, not normalised),
-    ``y`` ``[N]`` int32 in [0, 10). Shapes, keys and labels are checked before any data is
-    converted; a missing file raises FileNotFoundError, a wrong layout ValueError."""
+    ``y`` ``[N]`` int32 in [0, 10). Before any data is read: keys, shapes, dtypes, at most
+    :data:`MAX_ROWS` rows, and only datasets stored in the file itself; then labels and
+    finite voxels, read in blocks (memory bounded by the declared shape). A missing file
+    raises FileNotFoundError, a wrong layout ValueError."""
     import h5py
 
     path = Path(path)
@@ -61,22 +80,30 @@ def read_h5(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]
             raise ValueError(f"{path}: missing datasets {missing}; expected {list(KEYS)} "
                              f"(Kaggle 3D MNIST layout)")
         for split in ("train", "test"):
-            xs, ys = f[f"X_{split}"], f[f"y_{split}"]
+            xs, ys = _dataset(f, f"X_{split}", path), _dataset(f, f"y_{split}", path)
             if xs.ndim != 2 or xs.shape[1] != d:
                 raise ValueError(f"{path}: X_{split} has shape {xs.shape}, expected [N, {d}] "
                                  f"(16x16x16 voxels per row)")
             if ys.shape != (xs.shape[0],):
                 raise ValueError(f"{path}: y_{split} has shape {ys.shape}, expected "
                                  f"({xs.shape[0]},) to match X_{split}")
-            if xs.dtype.kind not in "fiu" or ys.dtype.kind not in "iu":
+            if xs.shape[0] > MAX_ROWS:
+                raise ValueError(f"{path}: X_{split} declares {xs.shape[0]} rows, more than "
+                                 f"{MAX_ROWS}; not the Kaggle file")
+            if xs.dtype.kind not in "fiu" or ys.dtype.kind not in "iu" or xs.dtype.itemsize > 8:
                 raise ValueError(f"{path}: X_{split} ({xs.dtype}) must be numeric and y_{split} "
                                  f"({ys.dtype}) integer")
             y = np.asarray(ys[...]).astype(np.int32)
             if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
                 raise ValueError(f"{path}: y_{split} has labels in [{y.min()}, {y.max()}], "
                                  f"expected [0, {NUM_CLASSES})")
-            x = np.asarray(xs[...], dtype=np.float32).reshape((-1,) + IMAGE_SHAPE)
-            out[split] = (x, y)
+            x = np.empty(xs.shape, np.float32)
+            for i in range(0, len(x), _ROWS_PER_READ):
+                x[i:i + _ROWS_PER_READ] = xs[i:i + _ROWS_PER_READ]
+                if not np.isfinite(x[i:i + _ROWS_PER_READ]).all():
+                    raise ValueError(f"{path}: X_{split} holds non-finite voxel values (rows "
+                                     f"{i}..{i + _ROWS_PER_READ})")
+            out[split] = (x.reshape((-1,) + IMAGE_SHAPE), y)
     return out
 
 
@@ -138,12 +165,13 @@ def make_standin(mnist_dir: str | os.PathLike, out_path: str | os.PathLike,
                  n_train: int = 10000, n_test: int = 2000, seed: int = 0) -> Path:
     """Write the stand-in (:data:`STANDIN_NOTE`) in the Kaggle layout to ``out_path``: the
     first ``n_train`` MNIST train and ``n_test`` test digits of ``mnist_dir`` (the four
-    idx ``.gz`` originals), voxelised (:func:`voxelise`, seeds ``seed`` and ``seed + 1``),
+    idx ``.gz`` originals, each checked against ``datasets.SPECS["mnist"]``), voxelised (:func:`voxelise`, seeds ``seed`` and ``seed + 1``),
     flattened in C order, float32, gzip-compressed. Written to a temporary file renamed at
     the end. Returns ``out_path``."""
     import h5py
 
-    from fred_jax import sources
+    from fred_jax import downloads, sources
+    from fred_jax.datasets import SPECS
 
     mnist_dir, out_path = Path(mnist_dir), Path(out_path)
     wanted = {"train": n_train, "test": n_test}
@@ -153,7 +181,9 @@ def make_standin(mnist_dir: str | os.PathLike, out_path: str | os.PathLike,
         raise FileNotFoundError(f"{STANDIN}: MNIST originals missing: {missing}")
     arrays = {}
     for i, (split, (images, labels)) in enumerate(paths.items()):
-        x, y = sources.read_idx(images), sources.read_idx(labels)
+        with downloads.open_verified(images, SPECS["mnist"].files[images.name], "mnist") as fx, \
+                downloads.open_verified(labels, SPECS["mnist"].files[labels.name], "mnist") as fy:
+            x, y = sources.read_idx(fx), sources.read_idx(fy)
         if not 1 <= wanted[split] <= len(x):
             raise ValueError(f"{STANDIN}: n_{split} must be in [1, {len(x)}], got "
                              f"{wanted[split]}")

@@ -346,3 +346,91 @@ def test_checked_reads_of_every_layout_go_through_one_rule(tmp_path):
     with pytest.raises(ValueError, match="is not a regular file"):
         with downloads.open_verified(tmp_path / "fifo", expected, "t"):
             pass
+
+
+# ----------------------------------------------------------------------------- 3D MNIST h5
+
+
+def _kaggle_h5(path, **datasets_) -> None:
+    """An h5 file in the Kaggle 3D MNIST layout; `datasets_[key]` replaces a key's writer."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    plain = {"X_train": rng.uniform(0, 1, (3, 4096)), "y_train": np.arange(3),
+             "X_test": rng.uniform(0, 1, (2, 4096)), "y_test": np.arange(2)}
+    with h5py.File(path, "w") as f:
+        for key, value in plain.items():
+            writer = datasets_.get(key)
+            if writer is None:
+                f.create_dataset(key, data=value)
+            else:
+                writer(f, key)
+
+
+@pytest.mark.parametrize("kind", ["external_storage", "external_link", "soft_link"])
+def test_h5_reads_no_bytes_outside_the_file(tmp_path, kind):
+    """h5 can point a dataset at any file on the machine; the reader refuses before reading."""
+    import h5py
+
+    from fred_jax import mnist3d
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(np.full(4096, 0.25).tobytes())  # stands for any file of the machine
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("X", data=np.full((2, 4096), 0.25))
+    writer = {
+        "external_storage": lambda f, key: f.create_dataset(
+            key, shape=(1, 4096), dtype="f8", external=[(str(secret), 0, 4096 * 8)]),
+        "external_link": lambda f, key: f.__setitem__(key, h5py.ExternalLink(str(other), "/X")),
+        "soft_link": lambda f, key: (f.create_dataset("hidden", data=np.full((2, 4096), 0.25)),
+                                     f.__setitem__(key, h5py.SoftLink("/hidden"))),
+    }[kind]
+    path = tmp_path / "f.h5"
+    _kaggle_h5(path, **{"X_train" if kind == "external_storage" else "X_test": writer})
+    if kind == "external_storage":  # y_train must match X_train's single row
+        with h5py.File(path, "a") as f:
+            del f["y_train"]
+            f.create_dataset("y_train", data=np.arange(1))
+    with pytest.raises(ValueError, match=r"X_(train|test) is not a dataset stored in this file"):
+        mnist3d.read_h5(path)
+
+
+def test_h5_declared_sizes_and_values_are_bounded(tmp_path):
+    """A tiny file declaring 10**13 rows is refused before anything is allocated; NaN voxels
+    are refused."""
+    from fred_jax import mnist3d
+
+    rows = 10 ** 13
+
+    def huge(f, key):
+        shape = (rows, 4096) if key == "X_train" else (rows,)
+        f.create_dataset(key, shape=shape, dtype="f8" if key == "X_train" else "i1",
+                         chunks=(1, 4096) if key == "X_train" else (4096,), compression="gzip")
+
+    _kaggle_h5(tmp_path / "huge.h5", X_train=huge, y_train=huge)
+    assert (tmp_path / "huge.h5").stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match=rf"X_train declares {rows} rows, more than 60000"):
+        mnist3d.read_h5(tmp_path / "huge.h5")
+    nan = np.random.default_rng(1).uniform(0, 1, (2, 4096))
+    nan[1, 7] = np.nan
+    _kaggle_h5(tmp_path / "nan.h5", X_test=lambda f, key: f.create_dataset(key, data=nan))
+    with pytest.raises(ValueError, match=r"X_test holds non-finite voxel values"):
+        mnist3d.read_h5(tmp_path / "nan.h5")
+
+
+def test_the_standin_is_made_only_from_checked_mnist_originals(monkeypatch, tmp_path):
+    """`make_standin` reads `<data dir>/mnist/` like any original: size and checksum first."""
+    from fred_jax import mnist3d
+
+    files, _ = mnist_files(seed=5)
+    stored = {f: gzip.compress(gzip.decompress(b), compresslevel=0, mtime=0)
+              for f, b in files.items()}
+    register(monkeypatch, "mnist", stored)
+    (tmp_path / "mnist").mkdir()
+    for f, b in stored.items():  # other labels, same size: readable, but not the original
+        other = gzip.compress(gzip.decompress(b)[:-10] + bytes(10), compresslevel=0, mtime=0)
+        (tmp_path / "mnist" / f).write_bytes(other if "t10k-labels" in f else b)
+    with pytest.raises(ValueError, match=r"mnist: checksum mismatch for .*t10k-labels"):
+        mnist3d.make_standin(tmp_path / "mnist", tmp_path / "s.h5", n_train=4, n_test=4)
+    assert not (tmp_path / "s.h5").exists()

@@ -3,6 +3,7 @@ generated stand-in (on small MNIST-format files, and on the real MNIST when FRED
 set)."""
 
 import gzip
+import hashlib
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fred_jax import mnist3d
+from fred_jax import datasets, mnist3d
 
 _DATA = os.environ.get("FRED_DATA_DIR")
 
@@ -80,8 +81,9 @@ def _idx(array: np.ndarray) -> bytes:
     return gzip.compress(header + array.astype(np.uint8).tobytes())
 
 
-def _fake_mnist(folder: Path, n_train: int = 30, n_test: int = 20) -> dict:
-    """MNIST-format originals: class c is a bar at row 4 + 2c (label = bar position)."""
+def _fake_mnist(folder: Path, monkeypatch, n_train: int = 30, n_test: int = 20) -> dict:
+    """MNIST-format originals: class c is a bar at row 4 + 2c (label = bar position),
+    registered as `mnist`'s files (the stand-in checks them like any original)."""
     folder.mkdir(parents=True)
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
@@ -90,14 +92,16 @@ def _fake_mnist(folder: Path, n_train: int = 30, n_test: int = 20) -> dict:
         for i, c in enumerate(y):
             x[i, 4 + 2 * c:6 + 2 * c, 4:24] = 255
         images, labels = mnist3d.MNIST_FILES[split]
-        (folder / images).write_bytes(_idx(x))
-        (folder / labels).write_bytes(_idx(y))
+        for name, payload in ((images, _idx(x)), (labels, _idx(y))):
+            (folder / name).write_bytes(payload)
+            monkeypatch.setitem(datasets.SPECS["mnist"].files, name, datasets.File(
+                None, len(payload), hashlib.sha256(payload).hexdigest()))
         out[split] = (x, y)
     return out
 
 
-def test_standin_is_deterministic_labelled_and_in_the_kaggle_layout(tmp_path):
-    digits = _fake_mnist(tmp_path / "mnist")
+def test_standin_is_deterministic_labelled_and_in_the_kaggle_layout(tmp_path, monkeypatch):
+    digits = _fake_mnist(tmp_path / "mnist", monkeypatch)
     a = mnist3d.make_standin(tmp_path / "mnist", tmp_path / "a" / "s.h5", n_train=12, n_test=8)
     b = mnist3d.make_standin(tmp_path / "mnist", tmp_path / "b" / "s.h5", n_train=12, n_test=8)
     assert sorted(os.listdir(tmp_path / "a")) == ["s.h5"]  # no temporary file left
@@ -132,7 +136,7 @@ def test_locate_needs_a_data_dir_and_generates_the_standin_once(tmp_path, monkey
     with pytest.raises(FileNotFoundError, match="mnist3d/full_dataset_vectors.h5"):
         mnist3d.locate("mnist3d", None)
     assert mnist3d.locate("mnist3d", tmp_path) == tmp_path / "mnist3d" / mnist3d.FILE
-    _fake_mnist(tmp_path / "data" / "mnist")
+    _fake_mnist(tmp_path / "data" / "mnist", monkeypatch)
     calls = []
     make = mnist3d.make_standin
     monkeypatch.setattr(mnist3d, "make_standin",
