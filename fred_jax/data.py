@@ -287,8 +287,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, zca: bool = Fa
       tfds_dir: tfds data dir for the prepared datasets and downloads; default tfds's own.
       download: allow tfds to download and prepare the standard tfds datasets (the ImageNet
         subsets); the original files of the others are always downloaded when needed.
-      mirror: base URL serving `<name>/<file>` instead of the canonical URLs; default
-        `$FRED_DATA_MIRROR`.
+      mirror: base URL (http://, https:// or file:///<folder>) serving `<name>/<file>`
+        instead of the canonical URLs; default `$FRED_DATA_MIRROR`.
       norm_stats: one of `NORM_STATS`: "dataset" normalises with the dataset's own mean/std,
         "cifar10" with CIFAR-10's (what the official TM code does for CIFAR-100).
     """

@@ -24,7 +24,7 @@ import pytest
 from test_download import (FAST, _pickle, _tar_gz, leftovers, mirror, mnist_files,  # noqa: F401
                            register, serve_mnist)
 
-from fred_jax import cifar_pickle, data, datasets, downloads, sources
+from fred_jax import cifar_pickle, data, datasets, downloads, mnist3d, sources
 
 # ----------------------------------------------------------------------------- crafted pickles
 
@@ -372,8 +372,6 @@ def test_h5_reads_no_bytes_outside_the_file(tmp_path, kind):
     """h5 can point a dataset at any file on the machine; the reader refuses before reading."""
     import h5py
 
-    from fred_jax import mnist3d
-
     secret = tmp_path / "secret"
     secret.write_bytes(np.full(4096, 0.25).tobytes())  # stands for any file of the machine
     other = tmp_path / "other.h5"
@@ -399,8 +397,6 @@ def test_h5_reads_no_bytes_outside_the_file(tmp_path, kind):
 def test_h5_declared_sizes_and_values_are_bounded(tmp_path):
     """A tiny file declaring 10**13 rows is refused before anything is allocated; NaN voxels
     are refused."""
-    from fred_jax import mnist3d
-
     rows = 10 ** 13
 
     def huge(f, key):
@@ -421,8 +417,6 @@ def test_h5_declared_sizes_and_values_are_bounded(tmp_path):
 
 def test_the_standin_is_made_only_from_checked_mnist_originals(monkeypatch, tmp_path):
     """`make_standin` reads `<data dir>/mnist/` like any original: size and checksum first."""
-    from fred_jax import mnist3d
-
     files, _ = mnist_files(seed=5)
     stored = {f: gzip.compress(gzip.decompress(b), compresslevel=0, mtime=0)
               for f, b in files.items()}
@@ -434,3 +428,19 @@ def test_the_standin_is_made_only_from_checked_mnist_originals(monkeypatch, tmp_
     with pytest.raises(ValueError, match=r"mnist: checksum mismatch for .*t10k-labels"):
         mnist3d.make_standin(tmp_path / "mnist", tmp_path / "s.h5", n_train=4, n_test=4)
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_the_readme_states_the_default_download_limits():
+    """The limits README's "When things go wrong" states are the ones `fetch` uses."""
+    readme = " ".join(open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+                      .split())
+    p = downloads.POLICY
+    waits = [p.backoff * 2 ** i for i in range(p.attempts - 1)]
+    stated = (f"connect timeout {p.connect_timeout:g} s, read timeout {p.read_timeout:g} s "
+              f"(a stalled body fails after that, and the progress bar shows `stalled Ns` "
+              f"meanwhile), at most {p.attempts} attempts with waits of "
+              f"{', '.join(f'{w:g}' for w in waits[:-1])} and {waits[-1]:g} s and none started "
+              f"{p.give_up_after:g} s after the first")
+    assert stated in readme
+    assert f"(untouched for {p.stale_after / 60:g} min)" in readme
+    assert f"declares more than {mnist3d.MAX_ROWS} rows" in readme
