@@ -26,6 +26,7 @@ import glob
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -98,9 +99,19 @@ def mismatch_of(f: BinaryIO, expected: File) -> str | None:
     return None
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for binary reading if it is a regular file (checked on the open file, so
+    nothing can be swapped in between); a FIFO or a device could block or never end."""
+    f = open(path, "rb", opener=lambda p, flags: os.open(p, flags | getattr(os, "O_NONBLOCK", 0)))
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise IsADirectoryError(f"{path} is not a regular file")
+    return f
+
+
 def verify(path: Path, expected: File) -> str | None:
     """Why the file at `path` is not the expected one (size, then checksum); None when it is."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         return mismatch_of(f, expected)
 
 
@@ -111,9 +122,11 @@ def open_verified(path: Path, expected: File, what: str) -> Iterator[BinaryIO]:
     Raises ValueError `<what>: checksum mismatch for <path>: <why>; ...` when it is not the
     expected file.
     """
-    if not Path(path).is_file():  # not a FIFO or a device: those could block or never end
-        raise ValueError(f"{what}: {path} is not a regular file; put the original there")
-    with open(path, "rb") as f:
+    try:
+        f = open_regular(path)
+    except IsADirectoryError as e:
+        raise ValueError(f"{what}: {path} is not a regular file; put the original there") from e
+    with f:
         why = mismatch_of(f, expected)
         if why:
             raise ValueError(f"{what}: checksum mismatch for {path}: {why}; replace it with the "
@@ -129,13 +142,16 @@ def fetch(url: str, dest: Path, expected: File, label: str, policy: Policy | Non
     FetchError with the cause, the attempts made and the waits between them.
     """
     policy = policy or POLICY
-    if dest.exists():
-        why = verify(dest, expected) if dest.is_file() else "not a regular file"
+    if dest.exists() or dest.is_symlink():
+        try:
+            why = verify(dest, expected)
+        except OSError as e:  # a folder, FIFO, device, dangling link or unreadable file
+            why = str(e)
         if why is None:
             return dest
         print(f"warning: {label}: cached {dest} is not the published file ({why}); removed, "
               f"fetching it again", file=sys.stderr)
-        if dest.is_dir():
+        if dest.is_dir() and not dest.is_symlink():
             shutil.rmtree(dest)
         else:
             dest.unlink()
@@ -223,14 +239,17 @@ def _file_chunks(url: str) -> Iterator[bytes]:
     if parts.netloc not in ("", "localhost"):
         raise _Fatal(f"file URL with host {parts.netloc!r}: use file:///<absolute path>")
     path = Path(unquote(parts.path))
-    if not path.is_file():
-        raise _Fatal(f"no such file: {path}" if not path.exists()
-                     else f"not a regular file: {path}")
     try:
-        with open(path, "rb") as f:
-            yield from iter(lambda: f.read(_BLOCK), b"")
+        f = open_regular(path)
+    except FileNotFoundError as e:
+        raise _Fatal(f"no such file: {path}") from e
     except OSError as e:
         raise _Fatal(f"cannot read {path}: {e.strerror or e}") from e
+    with f:
+        try:
+            yield from iter(lambda: f.read(_BLOCK), b"")
+        except OSError as e:
+            raise _Fatal(f"cannot read {path}: {e.strerror or e}") from e
 
 
 def _http_chunks(url: str, policy: Policy, received) -> Iterator[bytes]:

@@ -112,7 +112,7 @@ def test_cifar_pickles_run_no_code_even_when_the_checksum_matches(monkeypatch, t
     assert not marker.exists()  # (today's code: the pickle created it)
     assert isinstance(err.value, ValueError)
     assert re.search(r"cifar-10-python.tar.gz: cifar-10-batches-py/data_batch_1: not a CIFAR "
-                     rf"python batch \({why}", str(err.value))
+                     rf"python batch \(({why})", str(err.value))
     assert not (tmp_path / "tfds" / "fred_local" / "cifar10" / "1.0.0").exists()
 
 
