@@ -225,23 +225,56 @@ def _read_checked(name: str, files: dict) -> dict[str, tuple[np.ndarray, np.ndar
     raise ValueError(f"no local reader for {name}")
 
 
-def _read_tiny_imagenet(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Train and val splits of the official zip; classes in sorted wnid order (ImageFolder)."""
+_MAX_TINY_MEMBER = 1 << 20  # bytes of one Tiny-ImageNet member (a few KB; the annotations 0.3 MB)
+
+
+def _read_tiny_imagenet(f) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Train and val splits of the official zip; classes in sorted wnid order (ImageFolder).
+
+    Every member is read only up to `_MAX_TINY_MEMBER` bytes, and every image must declare
+    64x64 pixels in its header before it is decoded.
+    """
     from PIL import Image
 
+    where = getattr(f, "name", "tiny-imagenet-200.zip")
+    side = SPECS["tiny_imagenet"].image_shape[0]
+
+    def read(zf: zipfile.ZipFile, member: str) -> bytes:
+        try:
+            info = zf.getinfo(member)
+        except KeyError:
+            raise ValueError(f"{where}: member {member} not found") from None
+        if info.file_size > _MAX_TINY_MEMBER:
+            raise ValueError(f"{where}: member {member} declares {info.file_size} bytes, more "
+                             f"than {_MAX_TINY_MEMBER}; not the published zip")
+        with zf.open(info) as m:
+            return m.read(_MAX_TINY_MEMBER + 1)[:_MAX_TINY_MEMBER]
+
     def decode(zf: zipfile.ZipFile, member: str) -> np.ndarray:
-        with Image.open(io.BytesIO(zf.read(member))) as im:
+        with Image.open(io.BytesIO(read(zf, member))) as im:
+            if im.size != (side, side):
+                raise ValueError(f"{where}: {member} is {im.size[0]}x{im.size[1]} pixels, "
+                                 f"expected {side}x{side}")
             return np.asarray(im.convert("RGB"))
 
-    with zipfile.ZipFile(path) as zf:
-        wnids = sorted(zf.read("tiny-imagenet-200/wnids.txt").decode().split())
+    with zipfile.ZipFile(f) as zf:
+        wnids = sorted(read(zf, "tiny-imagenet-200/wnids.txt").decode().split())
+        if len(wnids) != SPECS["tiny_imagenet"].num_classes:
+            raise ValueError(f"{where}: {len(wnids)} classes in wnids.txt, expected "
+                             f"{SPECS['tiny_imagenet'].num_classes}")
         label_of = {w: i for i, w in enumerate(wnids)}
         train = sorted(m for m in zf.namelist()
                        if m.startswith("tiny-imagenet-200/train/") and m.endswith(".JPEG"))
         val_labels = {}
-        for line in zf.read("tiny-imagenet-200/val/val_annotations.txt").decode().splitlines():
+        annotations = read(zf, "tiny-imagenet-200/val/val_annotations.txt").decode()
+        for line in annotations.splitlines():
             fields = line.split("\t")
+            if len(fields) < 2 or fields[1] not in label_of:
+                raise ValueError(f"{where}: val_annotations.txt line {line[:80]!r} names no "
+                                 f"class of wnids.txt")
             val_labels[f"tiny-imagenet-200/val/images/{fields[0]}"] = label_of[fields[1]]
+        if any(m.split("/")[2] not in label_of for m in train):
+            raise ValueError(f"{where}: a train folder names no class of wnids.txt")
         val = sorted(val_labels)
         return {
             "train": (np.stack([decode(zf, m) for m in train]),

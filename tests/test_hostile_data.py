@@ -179,6 +179,62 @@ def test_idx_reader_reads_only_what_the_header_declares():
         sources.read_idx(io.BytesIO(huge))
 
 
+def _tiny_imagenet_zip(train_image=None, annotations=None) -> tuple[bytes, np.ndarray]:
+    """A `tiny-imagenet-200.zip` with 200 classes, 2 train and 2 val images of 64x64 (or
+    `train_image`, PNG bytes, as the first train image; `annotations`, bytes, as the val
+    annotations); returns the zip and its first train image."""
+    import zipfile
+
+    from PIL import Image
+
+    def png(array):
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format="PNG")
+        return buf.getvalue()
+
+    rng = np.random.default_rng(6)
+    wnids = [f"n{i:08d}" for i in range(200)]
+    images = [rng.integers(0, 256, (64, 64, 3), np.uint8) for _ in range(4)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("tiny-imagenet-200/wnids.txt", "\n".join(wnids))
+        zf.writestr(f"tiny-imagenet-200/train/{wnids[3]}/images/a.JPEG",
+                    train_image or png(images[0]))
+        zf.writestr(f"tiny-imagenet-200/train/{wnids[7]}/images/b.JPEG", png(images[1]))
+        zf.writestr("tiny-imagenet-200/val/images/v0.JPEG", png(images[2]))
+        zf.writestr("tiny-imagenet-200/val/images/v1.JPEG", png(images[3]))
+        zf.writestr("tiny-imagenet-200/val/val_annotations.txt", annotations or
+                    f"v0.JPEG\t{wnids[5]}\t0\t0\t63\t63\nv1.JPEG\t{wnids[1]}\t0\t0\t63\t63")
+    return buf.getvalue(), images[0]
+
+
+def test_tiny_imagenet_members_are_bounded_before_reading_or_decoding():
+    """Its zip is checked by md5 only; the reader still reads each member only up to a bound
+    and refuses an image whose header is not 64x64 before decoding it."""
+    from PIL import Image
+
+    good, first = _tiny_imagenet_zip()
+    splits = sources._read_tiny_imagenet(io.BytesIO(good))
+    np.testing.assert_array_equal(splits["train"][0][0], first)
+    assert splits["train"][1].tolist() == [3, 7] and splits["test"][1].tolist() == [5, 1]
+
+    big = io.BytesIO()
+    Image.new("L", (4000, 4000)).save(big, format="PNG")  # 16 MB of pixels in a few KB
+    with pytest.raises(ValueError, match=r"train/n00000003/images/a.JPEG is 4000x4000 pixels, "
+                                         r"expected 64x64"):
+        sources._read_tiny_imagenet(io.BytesIO(_tiny_imagenet_zip(train_image=big.getvalue())[0]))
+    bomb, _ = _tiny_imagenet_zip(annotations=bytes(64 << 20))  # 64 MB of zeros, deflated
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"val_annotations.txt declares 67108864 bytes, "
+                                             r"more than"):
+            sources._read_tiny_imagenet(io.BytesIO(bomb))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
 # ----------------------------------------------------------------------------- networks
 
 
