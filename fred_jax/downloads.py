@@ -267,8 +267,9 @@ def _http_chunks(url: str, policy: Policy, received) -> Iterator[bytes]:
         raise _Retry(f"no answer within {policy.read_timeout:g} s (read timeout)") from e
     except requests.ConnectionError as e:
         reason = getattr(e.args[0] if e.args else None, "reason", None)
-        if isinstance(reason, NewConnectionError):
-            raise _Fatal(f"unreachable: {type(reason).__name__}") from e
+        if isinstance(reason, NewConnectionError):  # refused, or the host is not known
+            detail = str(reason).split("new connection: ")[-1]
+            raise _Fatal(f"unreachable: {type(reason).__name__}: {detail}") from e
         raise _Retry(f"connection failed: {e}") from e
     except requests.RequestException as e:  # invalid URL and the like
         raise _Fatal(f"{type(e).__name__}: {e}") from e
