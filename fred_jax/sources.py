@@ -259,9 +259,6 @@ def _read_tiny_imagenet(f) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
     with zipfile.ZipFile(f) as zf:
         wnids = sorted(read(zf, "tiny-imagenet-200/wnids.txt").decode().split())
-        if len(wnids) != SPECS["tiny_imagenet"].num_classes:
-            raise ValueError(f"{where}: {len(wnids)} classes in wnids.txt, expected "
-                             f"{SPECS['tiny_imagenet'].num_classes}")
         label_of = {w: i for i, w in enumerate(wnids)}
         train = sorted(m for m in zf.namelist()
                        if m.startswith("tiny-imagenet-200/train/") and m.endswith(".JPEG"))
@@ -326,6 +323,10 @@ def _local_builder_cls():
                 f: _fetch(name, f, self.mirror, Path(dl_manager.download_dir))
                 for f in SPECS[name].layouts[0]}
             splits = _read_originals(name, sources)
+            try:
+                check_splits(name, splits)
+            except ValueError as e:
+                raise ValueError(f"{name}: the original files give {e}") from None
             return {s: self._generate_examples(*xy) for s, xy in splits.items()}
 
         def _generate_examples(self, x, y) -> Iterator:
@@ -353,7 +354,22 @@ def read_local(name: str, data_dir, tfds_dir, mirror) -> tuple[tuple[str, ...], 
             records = source.__getitems__(list(range(len(source))))
             out[split] = (np.concatenate([r["image"] for r in records]),
                           np.concatenate([r["label"] for r in records]))
+        check_splits(name, out)  # a copy prepared by an earlier run is checked too
     return tuple(builder.info.features["label"].feature.names), out
+
+
+def check_splits(name: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Raises ValueError unless every split holds uint8 images of `name`'s shape, one label
+    each, every label a class of `name`: declared sizes against what was read."""
+    spec = SPECS[name]
+    for split, (x, y) in splits.items():
+        if x.dtype != np.uint8 or x.shape[1:] != spec.image_shape or y.shape != x.shape[:1]:
+            raise ValueError(f"{split} images {x.dtype} {x.shape} with labels {y.shape}, "
+                             f"expected uint8 [N, {', '.join(map(str, spec.image_shape))}] "
+                             f"with N labels")
+        if y.size and (y.min() < 0 or y.max() >= spec.num_classes):
+            raise ValueError(f"{split} labels in [{y.min()}, {y.max()}], expected "
+                             f"[0, {spec.num_classes})")
 
 
 @contextlib.contextmanager

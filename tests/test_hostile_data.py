@@ -155,6 +155,26 @@ def test_a_file_swapped_after_the_check_is_caught_when_read(monkeypatch, tmp_pat
         print("trained on labels", ds.y_train, "instead of", arrays["train"][1])
 
 
+def test_labels_and_counts_are_checked_before_the_build(monkeypatch, tmp_path):
+    """Originals that pass their (here: patched) checksums but hold a label outside the
+    classes, or fewer labels than images, build nothing."""
+    from test_download import _idx
+
+    files, arrays = mnist_files(seed=7)
+    for labels, why in ((np.arange(20) % 11, r"train labels in \[0, 10\], expected \[0, 10\)"),
+                        (np.arange(19) % 10, r"train images uint8 \(20, 28, 28, 1\) with labels "
+                                             r"\(19,\), expected uint8 \[N, 28, 28, 1\]")):
+        bad = {**files, "train-labels-idx1-ubyte.gz": _idx(labels)}
+        register(monkeypatch, "mnist", bad)
+        src = tmp_path / f"src{len(labels)}"
+        (src / "mnist").mkdir(parents=True)
+        for f, b in bad.items():
+            (src / "mnist" / f).write_bytes(b)
+        with pytest.raises(ValueError, match=rf"mnist: the original files give {why}"):
+            data.load("mnist", data_dir=src, tfds_dir=tmp_path / f"tfds{len(labels)}")
+        assert not (tmp_path / f"tfds{len(labels)}" / "fred_local" / "mnist" / "1.0.0").exists()
+
+
 def test_idx_reader_reads_only_what_the_header_declares():
     """An idx file that holds 64 MB more than its header declares is refused after one byte
     past the declared size (bounded memory); one that holds less is refused too."""
