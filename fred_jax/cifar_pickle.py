@@ -3,14 +3,13 @@
 Each batch of `cifar-10-python.tar.gz` / `cifar-100-python.tar.gz` is a Python 2 pickle of a
 dict: bytes keys; lists of ints (labels), lists of bytes (file and class names), bytes, ints,
 and one uint8 array `data` [N, 3072] that numpy pickles as `numpy.core.multiarray._reconstruct`
-+ `numpy.ndarray` + `numpy.dtype` with the raw bytes as its state (Python 3 pickles bytes in protocol 2 as
-`_codecs.encode(text, "latin1")`). `pickle.load` on such a file calls whatever global the file
-names, so a crafted file runs code. Here the unpickler resolves exactly those globals, to
-stand-ins that accept only a C-ordered uint8 array whose raw
-bytes match its shape; any other global (or a persistent id) is refused. Members are read from
-the tar stream (never extracted to disk), each at most `MAX_MEMBER` bytes, so the unpickled
-objects are bounded by that too. The callers check the tarball's checksum first; this reader is
-the second wall.
++ `numpy.ndarray` + `numpy.dtype` with the raw bytes as its state (Python 3 pickles bytes in
+protocol 2 as `_codecs.encode(text, "latin1")`). `pickle.load` on such a file calls whatever
+global the file names, so a crafted file runs code. Here the unpickler resolves exactly those
+globals, to stand-ins that accept only a C-ordered uint8 array whose raw bytes match its shape;
+any other global (or a persistent id) is refused. Members are read from the tar stream (never
+extracted to disk), each at most `MAX_MEMBER` bytes, so the unpickled objects are bounded by
+that too. The callers check the tarball's checksum first; this reader is the second wall.
 """
 
 from __future__ import annotations

@@ -165,9 +165,9 @@ def make_standin(mnist_dir: str | os.PathLike, out_path: str | os.PathLike,
                  n_train: int = 10000, n_test: int = 2000, seed: int = 0) -> Path:
     """Write the stand-in (:data:`STANDIN_NOTE`) in the Kaggle layout to ``out_path``: the
     first ``n_train`` MNIST train and ``n_test`` test digits of ``mnist_dir`` (the four
-    idx ``.gz`` originals, each checked against ``datasets.SPECS["mnist"]``), voxelised (:func:`voxelise`, seeds ``seed`` and ``seed + 1``),
-    flattened in C order, float32, gzip-compressed. Written to a temporary file renamed at
-    the end. Returns ``out_path``."""
+    idx ``.gz`` originals, each checked against ``datasets.SPECS["mnist"]``), voxelised
+    (:func:`voxelise`, seeds ``seed`` and ``seed + 1``), flattened in C order, float32,
+    gzip-compressed. Written to a temporary file renamed at the end. Returns ``out_path``."""
     import h5py
 
     from fred_jax import downloads, sources
