@@ -8,7 +8,11 @@
   ``fred_jax.synset.save``) with the learned scalar leaves (e.g. TM's ``syn_lr``).
 - ``synset_images.png`` / ``synset_masks.png``: :func:`pictures`.
 - ``results.json``: :func:`results` and :func:`write_results`; :func:`evaluated_before` reads
-  it back so that a rerun of a finished workdir re-exports instead of re-evaluating.
+  it back so that a rerun of a finished workdir re-exports instead of re-evaluating (a
+  damaged one is moved to ``results.json.damaged`` and the run evaluates again).
+
+Exports, pictures and results.json are written atomically (``fred_jax.safeio.atomic_write``):
+temporary file, fsync, rename; a failed write leaves no partial file and names its path.
 
 Who writes is the caller's choice (``fred_jax.train``: process 0 only, :class:`NoWriter`
 elsewhere).
@@ -24,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import logging
 
-from fred_jax import sharding, synset
+from fred_jax import safeio, sharding, synset
 
 
 class MetricsWriter:
@@ -37,9 +41,9 @@ class MetricsWriter:
         if os.path.exists(self.path):  # drop rows a killed run wrote after its last checkpoint
             with open(self.path) as f:
                 rows = [_metrics_row(line, self.path) for line in f]
-            with open(self.path, "w") as f:
-                f.writelines(json.dumps(row) + "\n" for row in rows
-                             if row is not None and row["step"] <= resume_step)
+            kept = "".join(json.dumps(row) + "\n" for row in rows
+                           if row is not None and row["step"] <= resume_step)
+            safeio.atomic_write(self.path, kept.encode())
         self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -125,11 +129,9 @@ def results(config: Any, record: dict, *, step: int, transform: str,
 
 
 def write_results(workdir: str, results: dict) -> None:
-    """``workdir/results.json``."""
-    path = os.path.join(workdir, "results.json")
-    with open(path + ".tmp", "w") as f:  # a kill mid-write leaves the previous file whole
-        json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
+    """``workdir/results.json``, atomically: a kill or a full disk mid-write leaves the previous
+    file whole, and the error names the path."""
+    safeio.write_json(os.path.join(workdir, "results.json"), results)
 
 
 def evaluated_before(workdir: str, step: int, models: Sequence[str]) -> dict | None:
@@ -138,10 +140,17 @@ def evaluated_before(workdir: str, step: int, models: Sequence[str]) -> dict | N
     path = os.path.join(workdir, "results.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        earlier = json.load(f)
-    history = earlier.get("history") or []
-    if (earlier.get("iterations") == step and history and history[-1]["step"] == step
-            and set(history[-1]["results"]) == set(models)):
-        return earlier
-    return None
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+        history = earlier.get("history") or []
+        if (earlier.get("iterations") == step and history and history[-1]["step"] == step
+                and set(history[-1]["results"]) == set(models)):
+            return earlier
+        return None
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        damaged = path + ".damaged"
+        os.replace(path, damaged)
+        logging.warning("%s is damaged (%s); moved it to %s and evaluating again",
+                        path, " ".join(str(e).split())[:120], damaged)
+        return None

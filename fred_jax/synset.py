@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import zipfile
 from typing import Any, Optional, Sequence
 
 import flax.struct
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fred_jax import idc
+from fred_jax import idc, safeio
 from fred_jax import masks as masks_lib
 from fred_jax import transforms
 
@@ -239,7 +240,7 @@ def save(
     int32 indices, int16 per-instance labels, and a JSON string with the transform name,
     image shape, normalisation, dataset and ``extra`` (JSON-serialisable). Its size is
     ``C*n*k*ch*4 + C*k*2 (or 4) + C*n*2`` bytes plus a small header: it grows with k and
-    not with the image size."""
+    not with the image size. Written atomically (``fred_jax.safeio.atomic_write``)."""
     d = math.prod(synset.image_shape[:-1])
     idx_dtype = np.int16 if d <= np.iinfo(np.int16).max + 1 else np.int32
     meta = {
@@ -259,31 +260,143 @@ def save(
         labels=np.asarray(synset.labels(), dtype=np.int16),
         meta=np.array(json.dumps(meta)),
     )
-    with open(path, "wb") as f:
-        f.write(buf.getvalue())
+    safeio.atomic_write(path, buf.getvalue())  # whole or not at all; errors name the path
+
+
+EXPORT_FIELDS = ("coeffs", "indices", "labels", "meta")
+EXPORT_WHAT = "an export .npz written by fred_jax (synset_best.npz or synset_last.npz of a workdir)"
+_EXPORT_TODO = ("use an export written by fred_jax, or write it again (rerunning the run's "
+                "command rewrites synset_last.npz)")
+_MAX_META_CHARS = 2**20
 
 
 def load(path: str | os.PathLike) -> tuple[SynSet, dict]:
     """Read an export written by ``save``: ``(SynSet, meta)``. ``meta`` has ``mean``, ``std``
-    (float32 arrays), ``dataset``, ``labels`` ([C*n] int32) and the saved ``extra`` keys."""
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        coeffs = z["coeffs"]
-        indices = z["indices"].astype(np.int32)
-        labels = z["labels"].astype(np.int32)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported export format {meta.get('format_version')}")
+    (float32 arrays), ``dataset``, ``labels`` ([C*n] int32) and the saved ``extra`` keys.
+
+    Verified before it is trusted: the metadata, then, before anything else is decompressed
+    (``fred_jax.safeio.read_npz``), the declared sizes, the shapes against the metadata and
+    the byte budget of the decoded images; then finite values, the kept positions (in range,
+    unique per class) and the class-major labels. Anything else is refused with one line
+    naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file; expected {EXPORT_WHAT}")
+    if not zipfile.is_zipfile(path):
+        kind = "a .npy array" if path.endswith(".npy") else "not an .npz archive"
+        raise ValueError(f"{path}: {kind}, expected {EXPORT_WHAT}")
+    names = safeio.npz_names(path)
+    missing = [name for name in EXPORT_FIELDS if name not in names]
+    if missing:
+        raise ValueError(f"{path}: an .npz without the export fields {missing} (has "
+                         f"{sorted(names)}); expected {EXPORT_WHAT}")
+    meta = _export_meta(path, safeio.read_npz(path, names=("meta",), check=functools.partial(
+        _check_meta_header, path))["meta"])
+    arrays = safeio.read_npz(path, names=EXPORT_FIELDS[:3],
+                             check=functools.partial(_check_headers, path, meta))
+    coeffs, indices, labels = arrays["coeffs"], arrays["indices"], arrays["labels"]
+    _check_export(path, meta, coeffs, indices.astype(np.int64), labels)
     synset = SynSet(
-        coeffs=jnp.asarray(coeffs),
-        indices=jnp.asarray(indices),
+        coeffs=jnp.asarray(coeffs.astype(np.float32)),
+        indices=jnp.asarray(indices.astype(np.int32)),
         transform=meta["transform"],
         image_shape=tuple(meta["image_shape"]),
     )
     out = {
+        **meta["extra"],
         "mean": np.asarray(meta["mean"], np.float32),
         "std": np.asarray(meta["std"], np.float32),
         "dataset": meta["dataset"],
-        "labels": labels,
-        **meta["extra"],
+        "labels": labels.astype(np.int32),
     }
     return synset, out
+
+
+def _bad(path: str, what: str) -> ValueError:
+    return safeio.refuse(path, what, _EXPORT_TODO)
+
+
+def _check_meta_header(path: str, headers: dict) -> None:
+    dtype, shape = headers["meta"]
+    if dtype.kind != "U" or shape != () or dtype.itemsize > 4 * _MAX_META_CHARS:
+        raise _bad(path, f"meta must be one JSON string of at most {_MAX_META_CHARS} "
+                         f"characters, got {dtype} {shape}")
+
+
+def _check_headers(path: str, meta: dict, headers: dict) -> None:
+    """Refuse, before any array is decompressed, an export whose arrays disagree with each
+    other or with the metadata, or whose decoded images would exceed the byte budget."""
+    (cd, cs), (idd, ids), (ld, ls) = (headers[n] for n in EXPORT_FIELDS[:3])
+    if cd.kind != "f" or len(cs) != 4 or min(cs) < 1:
+        raise _bad(path, f"coeffs must be float [C, n, k, ch], got {cd} {cs}")
+    c, n, k, ch = cs
+    image_shape = tuple(meta["image_shape"])
+    d = math.prod(image_shape[:-1])
+    if ch != image_shape[-1] or k > d:
+        raise _bad(path, f"coeffs {cs} do not fit image_shape {image_shape} (need ch "
+                         f"{image_shape[-1]} and k <= {d})")
+    if idd.kind not in "iu" or ids != (c, k):
+        raise _bad(path, f"indices must be integer [C, k] = [{c}, {k}], got {idd} {ids}")
+    if ld.kind not in "iu" or ls != (c * n,):
+        raise _bad(path, f"labels must be integer [C * n] = [{c * n}], got {ld} {ls}")
+    budget, decoded = safeio.max_set_bytes(), c * n * d * ch * 4
+    if decoded > budget:
+        raise safeio.over_budget(path, f"decoding {c} x {n} images of shape {image_shape}",
+                                 decoded, budget)
+
+
+def _export_meta(path: str, raw: np.ndarray) -> dict:
+    """The metadata of an export, with its fields' types checked."""
+    try:
+        meta = json.loads(str(raw))
+    except ValueError:
+        raise _bad(path, "its metadata is not JSON") from None
+    if not isinstance(meta, dict):
+        raise _bad(path, "its metadata is not a JSON object")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise _bad(path, f"unsupported export format {meta.get('format_version')!r} (this "
+                         f"version reads format {FORMAT_VERSION})")
+    shape = meta.get("image_shape")
+    if (not isinstance(shape, list) or len(shape) not in (3, 4)
+            or not all(type(s) is int and 1 <= s <= 2**16 for s in shape)):
+        raise _bad(path, f"image_shape must be [*spatial, ch] (2 or 3 spatial axes), got "
+                         f"{shape!r}")
+    if meta.get("transform") not in transforms.NAMES + (idc.TRANSFORM,):
+        raise _bad(path, f"unknown transform {meta.get('transform')!r}")
+    for field in ("mean", "std"):
+        values = meta.get(field)
+        if (not isinstance(values, list) or len(values) not in (1, shape[-1])
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+                or (field == "std" and min(values) <= 0)):
+            raise _bad(path, f"{field} must be {shape[-1]} finite numbers"
+                             f"{' > 0' if field == 'std' else ''}, got {values!r}")
+    extra = meta.get("extra")
+    if not isinstance(meta.get("dataset"), str) or not isinstance(extra, dict):
+        raise _bad(path, "its metadata lacks a dataset name or the extra fields")
+    lr = extra.get("syn_lr")
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise _bad(path, f"syn_lr must be a finite learning rate > 0, got {lr!r}")
+    return meta
+
+
+def _check_export(path: str, meta: dict, coeffs: np.ndarray, indices: np.ndarray,
+                  labels: np.ndarray) -> None:
+    """Finite values, kept positions and labels (the shapes passed ``_check_headers``)."""
+    c, n, k, _ = coeffs.shape
+    spatial = tuple(meta["image_shape"][:-1])
+    d = math.prod(spatial)
+    if not np.isfinite(coeffs).all():
+        raise ValueError(f"{path}: the synthetic set holds non-finite coefficients (a diverged "
+                         f"run); distil again with a lower learning rate")
+    if indices.size and (indices.min() < 0 or indices.max() >= d):
+        raise _bad(path, f"kept positions (indices) must lie in [0, {d}), got "
+                         f"[{indices.min()}, {indices.max()}]")
+    if k > 1 and not (np.diff(np.sort(indices, axis=1), axis=1) > 0).all():
+        raise _bad(path, "a class keeps the same position (indices) twice")
+    if meta["transform"] == idc.TRANSFORM and not (
+            k == idc.kept_per_channel(spatial) and (indices == idc.positions(spatial)).all()):
+        raise _bad(path, f"an {idc.TRANSFORM!r} export must keep the {idc.TRANSFORM} "
+                         f"low-resolution positions")
+    if not np.array_equal(labels, np.repeat(np.arange(c), n)):
+        raise _bad(path, f"labels must be the class-major [0] * {n} + ... + [{c - 1}] * {n} "
+                         f"of its coefficients")

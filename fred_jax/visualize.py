@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from fred_jax import safeio
+
 PAD = 2
 PAD_VALUE = 128
 MIN_TILE = 64
@@ -52,8 +54,10 @@ def _tile(tiles: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _write(path: str | os.PathLike, grid: np.ndarray) -> None:
+    """The PNG of ``grid``, written atomically (``fred_jax.safeio.atomic_write``)."""
     mode = "L" if grid.shape[-1] == 1 else "RGB"
-    Image.fromarray(grid[..., 0] if mode == "L" else grid, mode=mode).save(path)
+    image = Image.fromarray(grid[..., 0] if mode == "L" else grid, mode=mode)
+    safeio.atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def image_grid(
