@@ -41,7 +41,6 @@ Pictures of an export: ``python -m fred_jax.visualize --synset export.npz --out 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -160,6 +159,10 @@ def _load_set(f: Any, key: Any) -> tuple[Any, Any, Any, dict, int | None]:
     if loaded.x.shape[1:] != tuple(dataset.image_shape):
         raise ValueError(f"{f.synset}: images of shape {loaded.x.shape[1:]}, {name} has "
                          f"{tuple(dataset.image_shape)}")
+    if loaded.y.size and (loaded.y.min() < 0 or loaded.y.max() >= dataset.num_classes):
+        raise ValueError(f"{f.synset}: labels in [{loaded.y.min()}, {loaded.y.max()}], {name} "
+                         f"has classes 0 to {dataset.num_classes - 1}; pass the --dataset the "
+                         f"set was made for")
     updates = {"dataset": name, "zca": zca, "norm_stats": norm_stats, "format": meta["format"]}
     if meta.get("syn_lr") is not None:
         updates["syn_lr"] = float(meta["syn_lr"])
@@ -170,7 +173,7 @@ def _run_evaluate() -> None:
     import jax
     from absl import flags
 
-    from fred_jax import coreset, evaluate, ranking, robustness
+    from fred_jax import coreset, evaluate, ranking, robustness, safeio
 
     f = flags.FLAGS
     if (f.synset is None) == (f.coreset is None):
@@ -227,8 +230,7 @@ def _run_evaluate() -> None:
         print(ranking.format_table(out["dd_ranking"]))
     if f.out:
         os.makedirs(os.path.dirname(f.out) or ".", exist_ok=True)
-        with open(f.out, "w") as fh:
-            json.dump(out, fh, indent=1)
+        safeio.write_json(f.out, out, indent=1)  # whole or not at all; errors name the path
         print(f"wrote {f.out}")
 
 
