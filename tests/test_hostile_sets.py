@@ -461,3 +461,20 @@ def test_budget_can_be_raised_for_genuine_files(tmp_path, monkeypatch):
         setfiles.read(str(tmp_path / "set.npz"))
     monkeypatch.setenv("FRED_MAX_SET_BYTES", "2000")
     assert setfiles.read(str(tmp_path / "set.npz")).x.shape == (4, 8, 8, 1)
+
+
+@pytest.mark.skipif(not os.environ.get("FRED_DATA_DIR"), reason="needs FRED_DATA_DIR (MNIST)")
+def test_labels_outside_the_datasets_classes_are_named_before_training(tmp_path):
+    from types import SimpleNamespace
+
+    import jax
+
+    np.savez(tmp_path / "set.npz", images=np.zeros((3, 28, 28, 1), np.float32),
+             labels=np.array([0, 4, 12]))
+    flags = SimpleNamespace(synset=str(tmp_path / "set.npz"), labels=None, layout="auto",
+                            index=0, dataset="mnist", data_dir=None, zca=False,
+                            norm_stats="dataset", budget_ipc=None)
+    with pytest.raises(ValueError) as e:
+        cli._load_set(flags, jax.random.key(0))
+    assert str(e.value) == (f"{tmp_path}/set.npz: labels in [0, 12], mnist has classes 0 to 9; "
+                            f"pass the --dataset the set was made for")
