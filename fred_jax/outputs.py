@@ -136,7 +136,8 @@ def write_results(workdir: str, results: dict) -> None:
 
 def evaluated_before(workdir: str, step: int, models: Sequence[str]) -> dict | None:
     """results.json of an earlier run of this workdir that already evaluated iteration
-    ``step`` on ``models`` (a rerun of a finished workdir re-exports, not re-trains)."""
+    ``step`` on ``models`` (a rerun of a finished workdir re-exports, not re-trains). One that
+    does not parse is moved to ``results.json.damaged`` with a warning naming both (None)."""
     path = os.path.join(workdir, "results.json")
     if not os.path.exists(path):
         return None

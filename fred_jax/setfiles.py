@@ -13,6 +13,12 @@
   storages; ``bfloat16`` widened to float32). Legacy pre-1.6 files, which are not zips, need
   torch itself, which is used when installed.
 
+Nothing in these files is trusted (:mod:`fred_jax.safeio`): sizes are checked against the bytes
+held and a byte budget before anything is decompressed, a torch tensor's offset, sizes and
+strides against its storage, the pickle's depth and object count are bounded, object arrays are
+never loaded, and an export is verified whole (``fred_jax.synset.load``); a refusal is one line
+naming the file.
+
 Images may be ``[N, H, W, C]`` (ours) or ``[N, C, H, W]`` (torch); ``layout="auto"`` decides by
 which axis has 1 or 3 channels and asks for ``layout`` when both could. The official sets are
 stored normalised (and ZCA-whitened where the run used ZCA), as ours are: evaluate them

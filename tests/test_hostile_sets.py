@@ -307,6 +307,10 @@ def test_npz_and_npy_refusals_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"objects.npz: array 'images': holds pickled "
                                          r"\(object\) data, which is never loaded; save plain"):
         setfiles.read(str(tmp_path / "objects.npz"))
+    np.save(tmp_path / "images_obj.npy", np.array([None, 1], dtype=object))
+    np.save(tmp_path / "labels_obj.npy", np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match=r"images_obj.npy: holds pickled \(object\) data"):
+        setfiles.read(str(tmp_path / "images_obj.npy"))
     header = _npy_header("<f4", (1000, 28, 28, 1))  # 3 MB declared, 16 bytes held
     (tmp_path / "images_short.npy").write_bytes(header + bytes(16))
     np.save(tmp_path / "labels_short.npy", np.zeros(1000, np.int64))
