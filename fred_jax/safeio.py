@@ -128,7 +128,9 @@ def npy_header(fp: IO[bytes], path: Any, where: str = "") -> tuple[np.dtype, tup
                 fp, max_header_size=MAX_HEADER_BYTES)
         else:
             raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, SyntaxError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+    except (zipfile.BadZipFile, zlib.error) as e:
+        raise refuse(path, f"{where or 'the array'} is damaged ({e})") from None
+    except (ValueError, SyntaxError, EOFError) as e:
         raise refuse(path, f"{label}not a readable .npy array ({' '.join(str(e).split())[:200]})"
                      ) from None
     if dtype.hasobject:
@@ -143,8 +145,8 @@ def _nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
     return math.prod(shape) * dtype.itemsize
 
 
-def _array(raw: bytes, dtype: np.dtype, shape: tuple, fortran: bool) -> np.ndarray:
-    x = np.frombuffer(raw, dtype=dtype, count=math.prod(shape)).copy()
+def _array(raw: bytearray, dtype: np.dtype, shape: tuple, fortran: bool) -> np.ndarray:
+    x = np.frombuffer(raw, dtype=dtype, count=math.prod(shape))  # writable: no copy
     return x.reshape(shape, order="F" if fortran else "C")
 
 
@@ -163,7 +165,7 @@ def read_npy(path: Any, budget: int | None = None) -> np.ndarray:
                                    f"(truncated or forged)")
             if nbytes > budget:
                 raise over_budget(path, f"an array of shape {shape}", nbytes, budget)
-            return _array(f.read(nbytes), dtype, shape, fortran)
+            return _array(read_exactly(f, nbytes, path, "the array"), dtype, shape, fortran)
     except IsADirectoryError:
         raise refuse(path, "a folder, not a .npy file", "name the file itself") from None
 
@@ -197,29 +199,43 @@ def check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any,
                            f"(truncated)")
 
 
-def read_exactly(fp: IO[bytes], nbytes: int, path: Any, where: str) -> bytes:
-    """``nbytes`` from ``fp`` in bounded chunks, then the end of the member (its CRC check);
-    refused if the member is shorter, longer or damaged."""
-    chunks, left = [], nbytes
+def read_exactly(fp: IO[bytes], nbytes: int, path: Any, where: str) -> bytearray:
+    """``nbytes`` from ``fp`` in bounded chunks into one buffer, then the end of the stream
+    (a zip member's CRC check); refused if it is shorter, longer or damaged."""
+    out, done = bytearray(nbytes), 0
+    view = memoryview(out)
     try:
-        while left:
-            chunk = fp.read(min(left, _CHUNK))
+        while done < nbytes:
+            chunk = fp.read(min(nbytes - done, _CHUNK))
             if not chunk:
-                raise refuse(path, f"{where} ends {left:,} bytes early (truncated)")
-            chunks.append(chunk)
-            left -= len(chunk)
+                raise refuse(path, f"{where} ends {nbytes - done:,} bytes early (truncated)")
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
         if fp.read(1):
             raise refuse(path, f"{where} holds more bytes than its header declares")
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise refuse(path, f"{where} is damaged ({e})") from None
-    return b"".join(chunks)
+    finally:
+        view.release()
+    return out
+
+
+@contextlib.contextmanager
+def open_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any):
+    """``archive.open(info)``, a damaged or encrypted member refused naming the file."""
+    try:
+        fp = archive.open(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+        raise refuse(path, f"member {info.filename} is damaged ({e})") from None
+    with fp:
+        yield fp
 
 
 def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Any,
-                limit: int) -> bytes:
+                limit: int) -> bytearray:
     """The bytes of one member, after :func:`check_member`."""
     check_member(archive, info, path, limit)
-    with archive.open(info) as fp:
+    with open_member(archive, info, path) as fp:
         return read_exactly(fp, info.file_size, path, f"member {info.filename}")
 
 
@@ -249,7 +265,7 @@ def read_npz(path: Any, budget: int | None = None,
         headers = {}
         for name, info in infos.items():
             check_member(archive, info, path, budget + MAX_HEADER_BYTES)
-            with archive.open(info) as fp:
+            with open_member(archive, info, path) as fp:
                 dtype, shape, fortran = npy_header(fp, path, f"array {name!r}")
                 offset = fp.tell()
             nbytes = _nbytes(dtype, shape)
@@ -265,7 +281,7 @@ def read_npz(path: Any, budget: int | None = None,
             check({name: (h[0], h[1]) for name, h in headers.items()})
         out = {}
         for name, (dtype, shape, fortran, offset) in headers.items():
-            with archive.open(infos[name]) as fp:
+            with open_member(archive, infos[name], path) as fp:
                 fp.read(offset)
                 raw = read_exactly(fp, _nbytes(dtype, shape), path, f"array {name!r}")
             out[name] = _array(raw, dtype, shape, fortran)

@@ -223,8 +223,9 @@ def read_torch(path: str, budget: int | None = None) -> Any:
             if len(pkl) != 1:
                 raise ValueError(f"{path}: a zip without one data.pkl; not a torch.save file")
             prefix = pkl[0][: -len("data.pkl")]
-            order = [n for n in archive.namelist() if n == f"{prefix}byteorder"]
-            if order and archive.read(order[0])[:16].strip() not in (b"little", b""):
+            order = [i for i in archive.infolist() if i.filename == f"{prefix}byteorder"]
+            if order and safeio.read_member(archive, order[0], path, 64).strip() not in (
+                    b"little", b""):
                 raise ValueError(f"{path}: a big-endian torch file; re-save it on a "
                                  f"little-endian machine")
             raw = safeio.read_member(archive, archive.getinfo(pkl[0]), path, MAX_PICKLE_BYTES)

@@ -329,6 +329,13 @@ def test_npz_and_npy_refusals_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"torn.npz: not an .npz archive \(a damaged or "
                                          r"truncated zip; write it again\)"):
         setfiles.read(str(tmp_path / "torn.npz"))
+    flipped = bytearray(data)
+    at = data.index(b"\x00\x00\x80\x3f")  # the first 1.0 of x
+    flipped[at + 3] ^= 0xFF
+    (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"flipped.npz: array 'x' is damaged \(Bad CRC-32 for "
+                                         r"file 'x.npy'\)"):
+        setfiles.read(str(tmp_path / "flipped.npz"))
 
 
 # ----------------------------------------------------------------------------- exports
