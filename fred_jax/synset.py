@@ -349,7 +349,7 @@ def _export_meta(path: str, raw: np.ndarray) -> dict:
     """The metadata of an export, with its fields' types checked."""
     try:
         meta = json.loads(str(raw))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the decoder's limit
         raise _bad(path, "its metadata is not JSON") from None
     if not isinstance(meta, dict):
         raise _bad(path, "its metadata is not a JSON object")

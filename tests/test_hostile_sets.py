@@ -114,17 +114,21 @@ def _npy_header(dtype, shape) -> bytes:
     return buf.getvalue()
 
 
-def _export(path, indices, *, labels=None, coeffs=None, image_shape=(8, 8, 1)):
-    """An export as ``synset.save`` writes it, whatever its indices or labels hold."""
+def _export(path, indices, *, labels=None, coeffs=None, image_shape=(8, 8, 1), meta=None):
+    """An export as ``synset.save`` writes it, whatever its indices, labels or metadata hold."""
     c, k = np.shape(indices)
     coeffs = np.ones((c, 2, k, image_shape[-1]), np.float32) if coeffs is None else coeffs
     syn = synset.SynSet(coeffs=coeffs, indices=np.asarray(indices), transform="dct",
                         image_shape=image_shape)
     synset.save(path, syn, mean=[0.5], std=[0.25], dataset="mnist")
-    if labels is not None:  # rewrite the labels array, keep the rest
+    if labels is not None or meta is not None:  # rewrite these arrays, keep the rest
         with np.load(path) as z:
             arrays = {name: z[name] for name in z.files}
-        np.savez(path, **{**arrays, "labels": np.asarray(labels, np.int16)})
+        if labels is not None:
+            arrays["labels"] = np.asarray(labels, np.int16)
+        if meta is not None:
+            arrays["meta"] = np.array(meta)
+        np.savez(path, **arrays)
     return str(path)
 
 
@@ -361,13 +365,15 @@ def test_export_with_out_of_range_indices_is_refused_by_evaluate_and_visualize(t
     ("negative", "kept positions (indices) must lie in [0, 64), got [-1, 6]"),
     ("labels", "labels must be the class-major [0] * 2 + ... + [1] * 2 of its coefficients"),
     ("channels", "coeffs (2, 2, 4, 3) do not fit image_shape (8, 8, 1)"),
+    ("deep_meta", "its metadata is not JSON"),  # nested past the JSON decoder's recursion limit
 ])
 def test_inconsistent_exports_are_refused(tmp_path, case, message):
     indices = {"repeated": [[0, 1, 1, 2], [3, 4, 5, 6]],
                "negative": [[0, 1, 2, -1], [3, 4, 5, 6]]}.get(case, [[0, 1, 2, 3], [3, 4, 5, 6]])
     path = _export(tmp_path / "x.npz", np.array(indices),
                    labels=[1, 0, 0, 1] if case == "labels" else None,
-                   coeffs=np.ones((2, 2, 4, 3), np.float32) if case == "channels" else None)
+                   coeffs=np.ones((2, 2, 4, 3), np.float32) if case == "channels" else None,
+                   meta=("[" * 10**5 + "]" * 10**5) if case == "deep_meta" else None)
     with pytest.raises(ValueError) as e:
         synset.load(path)
     assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
