@@ -1,12 +1,13 @@
 """Hostile set files and failed writes (issue 23, items 2, 3, 6 and 8): every file is built here.
 
 - torch files (the official ``images_best.pt``) whose tensors address bytes outside their
-  storage, whose storages lie about their size, whose pickle is a shared-reference DAG or nests
-  without end, and a zip bomb: refused in one line naming the file, before any bytes are read
-  out of bounds or decompressed;
+  storage or expand one element past the byte budget, whose storages lie about their size,
+  whose pickle is a shared-reference DAG or nests without end, and a zip bomb: refused in one
+  line naming the file, before any bytes are read out of bounds or decompressed;
 - ``.npz``/``.npy`` with object arrays, headers larger than the data, a wrong suffix, a torn
-  archive, a zip bomb;
-- exports with out-of-range or repeated kept positions, wrong labels, shapes that disagree;
+  archive, a flipped byte, a zip bomb;
+- exports with out-of-range or repeated kept positions, wrong labels, shapes that disagree,
+  metadata nested without end, labels outside the dataset's classes;
 - exports and ``results.json`` written under a tiny file-size limit: nothing half-written
   remains and the message names the path; a torn ``results.json`` is named and set aside.
 
