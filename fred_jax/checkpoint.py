@@ -14,13 +14,19 @@ so a run on a mesh resumes onto the same mesh, and a 1-device checkpoint restore
 Failures: saving is synchronous (the loop waits for every checkpoint anyway): with orbax's
 asynchronous saving, a failed write (unwritable folder, full disk) left background threads
 waiting 300 s for the signals of the failed step before the process could exit. A failed write
-raises :class:`CheckpointWriteError` naming the folder. :meth:`Checkpointer.restore_latest`
-restores the newest checkpoint that reads back; a damaged newer one (truncated file, empty or
-partial step folder) is moved to ``<directory>.skipped/`` with a warning saying why.
+raises :class:`CheckpointWriteError` naming the folder. Every checkpoint carries the size and
+SHA-256 of each of its files (:data:`CHECKSUMS`, written after orbax finishes), checked before
+orbax reads it: damaged bytes are named at once, before orbax's own failure (whose pending
+reads print tracebacks of a closed event loop). :meth:`Checkpointer.restore_latest` restores
+the newest checkpoint that reads back; a damaged newer one (changed or truncated file, empty or
+partial step folder) is moved to ``<directory>.skipped/`` with a one-line warning naming it.
+When none reads back the run stops, and so does every later run on that folder
+(:meth:`Checkpointer.refuse_lost_run`) instead of silently starting again from iteration 0.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +43,9 @@ from fred_jax import configuration
 
 PyTree = Any
 
+CHECKSUMS = "fred_checksums.json"
+"""File in each checkpoint folder: ``{relative path: [size, sha256]}`` of its other files."""
+
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (permissions, full disk); the message names the path."""
@@ -44,6 +53,59 @@ class CheckpointWriteError(OSError):
 
 class CheckpointReadError(RuntimeError):
     """No checkpoint of the folder reads back; the message lists each one and why."""
+
+
+class CheckpointDamaged(ValueError):
+    """A checkpoint's files differ from its :data:`CHECKSUMS`; the message names the file."""
+
+
+def _digests(folder: str) -> dict[str, list]:
+    """``{path relative to folder: [size, sha256 hex]}`` of every file but :data:`CHECKSUMS`."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, folder)
+            if rel == CHECKSUMS:
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[rel] = [os.path.getsize(path), digest.hexdigest()]
+    return out
+
+
+def write_checksums(folder: str) -> None:
+    """Record :func:`_digests` of ``folder`` in its :data:`CHECKSUMS` (temp file + rename)."""
+    digests = _digests(folder)
+    tmp = os.path.join(folder, f".{CHECKSUMS}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(digests, f)
+    os.replace(tmp, os.path.join(folder, CHECKSUMS))
+
+
+def verify_checksums(folder: str) -> None:
+    """Raise :class:`CheckpointDamaged` naming the first file of ``folder`` that is missing or
+    differs from its :data:`CHECKSUMS` (a folder without them, written before they were, is
+    left to orbax)."""
+    path = os.path.join(folder, CHECKSUMS)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            expected = dict(json.load(f))
+    except (OSError, ValueError) as e:
+        raise CheckpointDamaged(f"{path} does not read ({configuration.one_line(e, 100)})") from e
+    actual = _digests(folder)
+    for rel, (size, digest) in sorted(expected.items()):
+        if rel not in actual:
+            raise CheckpointDamaged(f"{os.path.join(folder, rel)} is missing")
+        if actual[rel][0] != size:
+            raise CheckpointDamaged(f"{os.path.join(folder, rel)} has {actual[rel][0]} bytes, "
+                                    f"{size} were written")
+        if actual[rel][1] != digest:
+            raise CheckpointDamaged(f"{os.path.join(folder, rel)} differs from what was written")
 
 
 class Checkpointer:
@@ -74,6 +136,8 @@ class Checkpointer:
                 force=True,
             )
             self._manager.wait_until_finished()
+            if jax.process_index() == 0:
+                write_checksums(os.path.join(self.directory, str(int(step))))
         except Exception as e:
             reason = configuration.one_line(e, 300)
             raise CheckpointWriteError(
@@ -97,6 +161,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        verify_checksums(os.path.join(self.directory, str(int(step))))
         target = jax.tree_util.tree_map(_target, flax.serialization.to_state_dict(template))
         restored = self._manager.restore(
             int(step),
@@ -110,8 +175,9 @@ class Checkpointer:
     def restore_latest(self, template: PyTree) -> tuple[PyTree, dict] | None:
         """:meth:`restore` of the newest checkpoint that reads back, or None when there is
         none. A damaged newer one is moved to ``<directory>.skipped/<step>-<time>`` (so that
-        the resumed run can write that step again) with a warning saying why; raises
-        :class:`CheckpointReadError` when checkpoints exist and none reads back."""
+        the resumed run can write that step again) with a one-line warning saying why; raises
+        :class:`CheckpointReadError` when checkpoints exist and none reads back (they are all
+        moved aside, and :meth:`refuse_lost_run` stops later runs)."""
         failures = []
         for step in reversed(self.all_steps()):
             try:
@@ -122,9 +188,24 @@ class Checkpointer:
                     self._set_aside(step, failures[-1])
         if failures:
             raise CheckpointReadError(
-                f"no checkpoint in {self.directory} reads back ({'; '.join(failures)}); move "
-                f"the folder away to start afresh, or use another --workdir")
+                f"no checkpoint in {self.directory} reads back ({'; '.join(failures)}); "
+                f"{self._lost_todo()}")
         return None
+
+    def _lost_todo(self) -> str:
+        return (f"they are set aside in {self.directory}.skipped: use another --workdir, or "
+                f"move {self.directory}.skipped away to start this one again from iteration 0")
+
+    def refuse_lost_run(self) -> None:
+        """Raise :class:`CheckpointReadError` when the folder holds no checkpoint but damaged
+        ones were set aside: the run they held is lost, and starting it again from iteration 0
+        must be asked for."""
+        skipped = f"{self.directory}.skipped"
+        if self.all_steps() or not os.path.isdir(skipped) or not os.listdir(skipped):
+            return
+        raise CheckpointReadError(
+            f"every checkpoint of {self.directory} was damaged (set aside: "
+            f"{', '.join(sorted(os.listdir(skipped)))}); {self._lost_todo()}")
 
     def _set_aside(self, step: int, reason: str) -> None:
         """Move the damaged checkpoint ``step`` out of the managed folder."""
