@@ -12,10 +12,23 @@ from typing import Any
 
 from absl import logging
 
-EXPLODED = 1e6
-"""Largest |learnable value| of a sane synthetic set. Coefficients of an orthonormal transform
-bound the image norm from below: 1e6 is an image of 128x128x3 pixels about 4500 standard
-deviations from the mean (normalised data); a diverged run passes it within a few steps."""
+GROWTH = 1000.0
+"""Largest ratio of the learnable values' RMS to their initial RMS in a sane run. The initial
+values are those of real images, and a normal run stays within a small multiple of them; a
+learning rate too large by orders of magnitude multiplies them by about that factor within a
+few steps (README, "When things go wrong", for the measured runs behind this factor)."""
+
+LOSS_GROWTH = 10.0
+"""Largest ratio of the loss to its start (:data:`LOSS_START`) in a sane run: DM losses fall,
+DC losses are bounded, TM losses start near 1 and fall; a diverging run's loss keeps rising."""
+
+LOSS_START = 10
+"""The loss's start is the median of the first this many iterations (one noisy batch does not
+set it); the loss rule applies after them."""
+
+EXPLODED = 1e30
+"""Largest |learnable value| at all, whatever the start: far beyond any image, and a margin
+below float32's overflow (the relative rules above decide in every other case)."""
 
 
 class RunError(RuntimeError):
@@ -24,8 +37,8 @@ class RunError(RuntimeError):
 
 
 class NonFiniteLossError(RunError):
-    """The synthetic set diverged: non-finite loss, or a non-finite or exploding learnable
-    value after an update."""
+    """The synthetic set diverged (:func:`divergence`): a non-finite loss or value, values or a
+    loss grown far beyond their start."""
 
 
 class WorkdirError(RunError):
@@ -46,32 +59,67 @@ class Interrupted(RunError):
         self.exit_status = 128 + signum
 
 
-def check_diverged(config: Any, scalars: dict, step: int, last_saved: int,
-                   directory: str) -> None:
-    """Raise :class:`NonFiniteLossError` when the loss or the state after the update is bad:
-    a non-finite loss, or a ``learnable_max_abs`` that is non-finite or above
-    :data:`EXPLODED` (the loss alone does not show it: under ``jit`` on XLA:CPU a network maps
-    NaN images to finite features)."""
-    loss, largest = scalars["loss"], scalars["learnable_max_abs"]
-    if math.isfinite(loss) and largest <= EXPLODED:
+def loss_start(losses: list[float]) -> float | None:
+    """The loss's start: the median of the first :data:`LOSS_START` losses of the run, or None
+    while fewer are known."""
+    if len(losses) < LOSS_START:
+        return None
+    ordered = sorted(losses[:LOSS_START])
+    middle = len(ordered) // 2
+    return 0.5 * (ordered[middle - 1] + ordered[middle]) if len(ordered) % 2 == 0 else \
+        ordered[middle]
+
+
+def divergence(loss: float, largest: float, rms: float, *, initial_rms: float,
+               start: float | None) -> str | None:
+    """What is wrong with one iteration (None: nothing): a non-finite loss or value, learnable
+    values whose RMS grew beyond :data:`GROWTH` times ``initial_rms`` (or beyond
+    :data:`EXPLODED`), or a loss beyond :data:`LOSS_GROWTH` times its ``start``."""
+    if not math.isfinite(loss):
+        return f"non-finite loss ({loss})"
+    if not (math.isfinite(largest) and math.isfinite(rms)):
+        return "non-finite learnable values"
+    if initial_rms > 0 and rms > GROWTH * initial_rms:
+        return (f"learnable values grew {rms / initial_rms:.3g}x (RMS {rms:.3g}, initially "
+                f"{initial_rms:.3g}; limit {GROWTH:g}x)")
+    if largest > EXPLODED:
+        return f"exploding learnable values (largest |value| {largest:.3g} > {EXPLODED:g})"
+    if start is not None and start > 0 and loss > LOSS_GROWTH * start:
+        return (f"loss {loss:.4g} is {loss / start:.3g}x its start ({start:.4g}, median of the "
+                f"first {LOSS_START} iterations; limit {LOSS_GROWTH:g}x)")
+    return None
+
+
+def check_diverged(scalars: dict, step: int, *, initial_rms: float, start: float | None,
+                   lr_field: str, lr: float, last_saved: int, directory: str) -> None:
+    """Raise :class:`NonFiniteLossError` when iteration ``step`` diverged (:func:`divergence`
+    of its ``loss``, ``learnable_max_abs`` and ``learnable_rms``), naming the learning rate
+    field ``lr_field`` (value ``lr``) to lower and the last good checkpoint. The loss alone
+    does not show NaN values: under ``jit`` on XLA:CPU a network maps NaN images to finite
+    features."""
+    what = divergence(scalars["loss"], scalars["learnable_max_abs"],
+                      scalars.get("learnable_rms", 0.0), initial_rms=initial_rms, start=start)
+    if what is None:
         return
-    what = (f"non-finite loss ({loss})" if not math.isfinite(loss) else
-            "non-finite learnable values" if not math.isfinite(largest) else
-            f"exploding learnable values (largest |value| {largest:.3g} > {EXPLODED:g})")
     saved = (f"resume from the last good checkpoint (iteration {last_saved} in {directory}) "
-             f"with --allow_changes=lr" if last_saved else "no checkpoint was written yet")
+             f"with --config.{lr_field}=<lower> --allow_changes={lr_field}" if last_saved
+             else "no checkpoint was written yet")
     raise NonFiniteLossError(
         f"{what} at iteration {step}: the synthetic set diverged and this state was not saved; "
-        f"lower the learning rate (config.lr={config.lr}, lr_pixel={config.lr_pixel}) in a new "
-        f"--workdir, or {saved}")
+        f"lower the learning rate (config.{lr_field}={lr:g}) in a new --workdir, or {saved}")
 
 
 class StopSignals:
-    """While active (main thread only): SIGTERM/SIGINT set ``signum``, which the loop checks
-    after each iteration; a second signal raises KeyboardInterrupt at once."""
+    """While active (main thread only), SIGTERM/SIGINT raise KeyboardInterrupt at once (so that
+    a run stopped while setting up ends with one line, its lock released), except while
+    ``graceful`` (the loop sets it): then the first sets ``signum``, which the loop checks after
+    each iteration, and a second raises KeyboardInterrupt at once. ``received`` is the last
+    signal (None when the interrupt came from elsewhere)."""
 
     def __init__(self):
         self.signum: int | None = None
+        self.received: int | None = None
+        self.graceful = False
         self._previous: dict = {}
 
     def __enter__(self) -> "StopSignals":
@@ -82,7 +130,8 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         del frame
-        if self.signum is not None:
+        self.received = signum
+        if self.signum is not None or not self.graceful:
             raise KeyboardInterrupt
         self.signum = signum
         logging.warning("%s: stopping after this iteration, with a checkpoint",

@@ -35,7 +35,8 @@ class Resolved:
     transform: ``fred_jax.transforms`` name of the stored coefficients. k: kept values per
     channel and instance (``1 <= k <= d`` for a valid config). k_field: the config field k
     comes from (None: the parameterisation fixes it). lr, lr_convention: the coefficients'
-    learning rate and its unit (:data:`LR_CONVENTIONS`).
+    learning rate and its unit (:data:`LR_CONVENTIONS`); lr_field: the config field lr comes
+    from (what a message tells the user to change).
     """
 
     transform: str
@@ -43,6 +44,7 @@ class Resolved:
     k_field: str | None
     lr: float
     lr_convention: str
+    lr_field: str = "lr"
 
 
 def _fred(config: Any, spatial_shape: tuple[int, ...]) -> Resolved:
@@ -53,7 +55,8 @@ def _fred(config: Any, spatial_shape: tuple[int, ...]) -> Resolved:
 
 def _pixel(config: Any, spatial_shape: tuple[int, ...]) -> Resolved:
     return Resolved(transform="identity", k=math.prod(spatial_shape), k_field=None,
-                    lr=float(config.lr_pixel), lr_convention="orthonormal")
+                    lr=float(config.lr_pixel), lr_convention="orthonormal",
+                    lr_field="lr_pixel")
 
 
 IDC_FACTOR = 2
@@ -66,7 +69,8 @@ def _idc(config: Any, spatial_shape: tuple[int, ...]) -> Resolved:
                          f"got {spatial_shape}")
     return Resolved(transform="idc",
                     k=math.prod(spatial_shape) // IDC_FACTOR ** len(spatial_shape),
-                    k_field=None, lr=float(config.lr_pixel), lr_convention="orthonormal")
+                    k_field=None, lr=float(config.lr_pixel), lr_convention="orthonormal",
+                    lr_field="lr_pixel")
 
 
 RULES: dict[str, Callable[[Any, tuple[int, ...]], Resolved]] = {

@@ -22,16 +22,19 @@ images) fit. Multi-host: every process runs the same loop; only process 0
 ``results.json``; checkpoints are written by all (orbax, shared workdir).
 
 Failures (nothing lost, nothing silently wrong; the errors: :mod:`fred_jax.failures`):
-- Divergence: after every update the step reports ``learnable_max_abs``, the largest |value| of
-  every learnable leaf (NaN when any is NaN). A non-finite loss, or a state with a non-finite or
-  exploding value (``fred_jax.failures.EXPLODED``), stops the run with
-  :class:`NonFiniteLossError` before that state is checkpointed or exported.
+- Divergence: after every update the step reports ``learnable_max_abs`` and ``learnable_rms``
+  over every learnable leaf (NaN when any is NaN). A non-finite loss or value, values grown far
+  beyond their initial RMS, or a loss far beyond its start (``fred_jax.failures.divergence``)
+  stop the run with :class:`NonFiniteLossError` naming the learning rate field, before that
+  state is checkpointed or exported.
+- One run per workdir: a lock file (:mod:`fred_jax.workdir_lock`); a second run stops at once.
 - Provenance: a rerun whose config differs from the stored run stops before loading data
   with :class:`WorkdirError` (:mod:`fred_jax.provenance`).
 - The final checkpoint, exports and pictures are written before the final evaluation; its
   failure raises :class:`EvaluationError` saying how to rerun only the evaluation.
 - SIGTERM/SIGINT: the loop finishes the iteration, saves a checkpoint and raises
-  :class:`Interrupted` (a second signal stops at once).
+  :class:`Interrupted` (a second signal stops at once); outside the loop (setting up, the final
+  evaluation) they stop at once with :class:`Interrupted` saying what is saved.
 """
 
 from __future__ import annotations
@@ -49,11 +52,12 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from fred_jax import (augment, checkpoint, configuration, data, evaluate, experts, models,
-                      objectives, optimizer, outputs, parameterization, provenance, sharding,
-                      synset)
+from fred_jax import (augment, checkpoint, configuration, data, evaluate, experts, failures,
+                      models, objectives, optimizer, outputs, parameterization, provenance,
+                      sharding, synset, workdir_lock)
 from fred_jax.failures import (  # the errors of a run, also reachable as train.<Error>
     EvaluationError, Interrupted, NonFiniteLossError, StopSignals, WorkdirError, check_diverged)
+from fred_jax.workdir_lock import WorkdirLocked
 
 PyTree = Any
 Callback = Callable[[int, "TrainState", dict], None]
@@ -137,9 +141,12 @@ def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
         key = jax.random.fold_in(state.key, state.step)
         learnable, opt_state, metrics = objective.update(
             state.learnable, state.opt_state, key, apply)
-        largest = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)).astype(jnp.float32)
-                                     for leaf in jax.tree_util.tree_leaves(learnable)]))
-        metrics = {**metrics, "learnable_max_abs": largest}
+        leaves = [leaf.astype(jnp.float32) for leaf in jax.tree_util.tree_leaves(learnable)]
+        largest = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
+        scale = jnp.where(largest > 0, largest, 1.0)  # no float32 overflow of the squares
+        squares = sum(jnp.sum(jnp.square(leaf / scale)) for leaf in leaves)
+        rms = scale * jnp.sqrt(squares / sum(leaf.size for leaf in leaves))
+        metrics = {**metrics, "learnable_max_abs": largest, "learnable_rms": rms}
         return state.replace(learnable=learnable, opt_state=opt_state, step=state.step + 1), metrics
 
     if mesh is None:
@@ -150,6 +157,14 @@ def create(config: Any, dataset: Any, mesh: Any = None) -> Setup:
                           out_shardings=sharding.replicated(mesh))
     return Setup(state=state, step_fn=step_fn, objective=objective, problem=problem,
                  transform=transform, image_shape=image_shape)
+
+
+def learnable_rms(learnable: dict) -> float:
+    """RMS over every value of every learnable leaf (as the step reports it)."""
+    leaves = [np.asarray(leaf, np.float64) for leaf in sharding.to_host(
+        jax.tree_util.tree_leaves(learnable))]
+    return float(np.sqrt(sum(np.square(leaf).sum() for leaf in leaves) /
+                         sum(leaf.size for leaf in leaves)))
 
 
 def current_synset(setup: Setup, state: TrainState) -> synset.SynSet:
@@ -229,29 +244,50 @@ def run(
     mesh = device_mesh(config)
     main = sharding.is_main_process()
     os.makedirs(workdir, exist_ok=True)
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                   max_to_keep=int(config.keep_checkpoints))
-    try:
-        changes = provenance.check_workdir(config, workdir, ckpt, allow_changes)
-        if main:
-            provenance.write_config(config, workdir)
-        experts.prepare(config, progress=progress and main)  # TM: missing experts, or a clear stop
-        if dataset is None:
-            dataset = data.load(config.dataset, data_dir=config.data_dir or None, zca=config.zca,
-                                norm_stats=config.norm_stats)
-        validation = None
-        if int(config.eval.validation_per_class):  # held out before the masks see the data
-            dataset, validation = dataset.split_validation(int(config.eval.validation_per_class),
-                                                           seed=int(config.seed))
-        setup = dataclasses.replace(create(config, dataset, mesh), validation=validation)
-        return _loop(config, workdir, dataset, setup, ckpt, callbacks, progress and main, changes)
-    finally:
-        ckpt.close()
+    with StopSignals() as stop, workdir_lock.held(workdir, enabled=main):
+        ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                       max_to_keep=int(config.keep_checkpoints))
+        try:
+            return _run(config, workdir, dataset, mesh, ckpt, stop, callbacks,
+                        progress and main, allow_changes)
+        except KeyboardInterrupt:
+            raise _interrupted(stop, ckpt) from None
+        finally:
+            ckpt.close()
+
+
+def _interrupted(stop: StopSignals, ckpt: checkpoint.Checkpointer) -> Interrupted:
+    """What a signal (or Ctrl-C) outside the loop's graceful stop leaves behind."""
+    signum = stop.received or signal.SIGINT
+    last = ckpt.latest_step()
+    saved = (f"the checkpoint of iteration {last} in {ckpt.directory} is kept: rerun the same "
+             f"command to resume" if last else
+             "no checkpoint was written: rerun the same command to start again")
+    return Interrupted(f"interrupted by {signal.Signals(signum).name}; {saved}", signum)
+
+
+def _run(config, workdir, dataset, mesh, ckpt, stop, callbacks, progress, allow_changes) -> dict:
+    """:func:`run` inside the workdir's lock: check the workdir, load, set up, loop."""
+    main = sharding.is_main_process()
+    ckpt.refuse_lost_run()
+    changes = provenance.check_workdir(config, workdir, ckpt, allow_changes)
+    if main:
+        provenance.write_config(config, workdir)
+    experts.prepare(config, progress=progress and main)  # TM: missing experts, or a clear stop
+    if dataset is None:
+        dataset = data.load(config.dataset, data_dir=config.data_dir or None, zca=config.zca,
+                            norm_stats=config.norm_stats)
+    validation = None
+    if int(config.eval.validation_per_class):  # held out before the masks see the data
+        dataset, validation = dataset.split_validation(int(config.eval.validation_per_class),
+                                                       seed=int(config.seed))
+    setup = dataclasses.replace(create(config, dataset, mesh), validation=validation)
+    return _loop(config, workdir, dataset, setup, ckpt, callbacks, progress, changes, stop)
 
 
 def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoint.Checkpointer,
           callbacks: Iterable[Callback], progress: bool,
-          changes: dict[str, tuple[Any, Any]]) -> dict:
+          changes: dict[str, tuple[Any, Any]], stop: StopSignals) -> dict:
     """Resume from ``ckpt``, iterate with evaluation and checkpoints, write the outputs."""
     state = setup.state
     record = {"history": [], "best": None, "wall_time": 0.0, "changes": []}
@@ -274,6 +310,9 @@ def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoin
                  dataset.num_classes, n, k, total)
     every = int(config.eval.every)
     do_eval = int(config.eval.num_eval) > 0
+    resolved = parameterization.resolve(config, setup.image_shape[:-1])
+    initial_rms = learnable_rms(setup.state.learnable)
+    first_losses = record.setdefault("first_losses", [])  # the loss's start (failures)
     t0 = time.perf_counter() - float(record["wall_time"])
     last_saved = start
 
@@ -284,33 +323,39 @@ def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoin
     bar = tqdm.tqdm(range(start, total), initial=start, total=total, disable=not progress,
                     desc="distill", dynamic_ncols=True)
     try:
-        with StopSignals() as stop:
-            for it in bar:
-                t_step = time.perf_counter()
-                new_state, metrics = setup.step_fn(state)
-                scalars = {name: float(v) for name, v in jax.device_get(metrics).items()}
-                step = it + 1
-                check_diverged(config, scalars, step, last_saved, ckpt.directory)
-                state = new_state
-                scalars["seconds_per_iteration"] = time.perf_counter() - t_step
-                bar.set_postfix(loss=f"{scalars['loss']:.4g}")
-                if step % int(config.log_every) == 0 or step == total:
-                    writer.write(step, scalars)
-                    logging.info("iteration %d/%d loss %.5g (%.3f s/it)", step, total,
-                                 scalars["loss"], scalars["seconds_per_iteration"])
-                for callback in callbacks:
-                    callback(step, state, scalars)
-                if do_eval and every > 0 and step % every == 0 and step != total:
-                    _evaluate_and_record(config, setup, state, dataset, workdir, record, writer)
-                if step % int(config.checkpoint_every) == 0 or step == total or stop.signum:
-                    save(step)
-                    last_saved = step
-                if stop.signum:
-                    name = signal.Signals(stop.signum).name
-                    raise Interrupted(f"stopped by {name} at iteration {step}; the checkpoint is "
-                                      f"saved in {ckpt.directory}: rerun the same command to "
-                                      f"resume", stop.signum)
+        stop.graceful = True
+        for it in bar:
+            t_step = time.perf_counter()
+            new_state, metrics = setup.step_fn(state)
+            scalars = {name: float(v) for name, v in jax.device_get(metrics).items()}
+            step = it + 1
+            check_diverged(scalars, step, initial_rms=initial_rms,
+                           start=failures.loss_start(first_losses),
+                           lr_field=resolved.lr_field, lr=resolved.lr,
+                           last_saved=last_saved, directory=ckpt.directory)
+            if len(first_losses) < failures.LOSS_START:
+                first_losses.append(scalars["loss"])
+            state = new_state
+            scalars["seconds_per_iteration"] = time.perf_counter() - t_step
+            bar.set_postfix(loss=f"{scalars['loss']:.4g}")
+            if step % int(config.log_every) == 0 or step == total:
+                writer.write(step, scalars)
+                logging.info("iteration %d/%d loss %.5g (%.3f s/it)", step, total,
+                             scalars["loss"], scalars["seconds_per_iteration"])
+            for callback in callbacks:
+                callback(step, state, scalars)
+            if do_eval and every > 0 and step % every == 0 and step != total:
+                _evaluate_and_record(config, setup, state, dataset, workdir, record, writer)
+            if step % int(config.checkpoint_every) == 0 or step == total or stop.signum:
+                save(step)
+                last_saved = step
+            if stop.signum:
+                name = signal.Signals(stop.signum).name
+                raise Interrupted(f"stopped by {name} at iteration {step}; the checkpoint is "
+                                  f"saved in {ckpt.directory}: rerun the same command to "
+                                  f"resume", stop.signum)
     finally:
+        stop.graceful = False
         bar.close()
         writer.close()
     return _finish(config, setup, state, dataset, workdir, record, do_eval)
