@@ -169,6 +169,28 @@ def _load_set(f: Any, key: Any) -> tuple[Any, Any, Any, dict, int | None]:
     return loaded.x, loaded.y, dataset, updates, f.budget_ipc or budget
 
 
+def check_output_file(path: str, flag: str) -> None:
+    """Raise ValueError unless a file can be written at ``path`` (the value of ``flag``): not
+    a folder, under a folder (not a file) where a file can be created; checked before any
+    training so that a bad path does not waste it."""
+    import tempfile
+
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: a folder; give a file name, e.g. "
+                         f"{os.path.join(path, 'results.json')}")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder; give another {flag}")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write into {parent} "
+                         f"({configuration.one_line(e, 200)}); give another {flag}") from e
+
+
 def _run_evaluate() -> None:
     import jax
     from absl import flags
@@ -178,6 +200,8 @@ def _run_evaluate() -> None:
     f = flags.FLAGS
     if (f.synset is None) == (f.coreset is None):
         raise ValueError("give exactly one of --synset and --coreset")
+    if f.out:
+        check_output_file(f.out, "--out")
     key = jax.random.key(f.seed)
     config: dict[str, Any] = {k: f[k].value for k in (
         "synset", "coreset", "ipc", "dataset", "zca", "models", "mode", "distill_model",

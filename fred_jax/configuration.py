@@ -102,10 +102,16 @@ def one_line(error: BaseException, limit: int | None = None) -> str:
 
 def run_command(body: Callable[[], T], verbose: bool) -> T:
     """``body()`` of a command-line tool: an exception ends the process with ``error: <one
-    line>`` on stderr and exit status 1 (or the exception's ``exit_status``), without a
-    traceback unless ``verbose``."""
+    line>`` on stderr and exit status 1 (or the exception's ``exit_status``; 130 for Ctrl-C),
+    without a traceback unless ``verbose``."""
     try:
         return body()
+    except KeyboardInterrupt:
+        if verbose:
+            raise
+        print("error: interrupted (Ctrl-C) before the command finished; rerun it to start "
+              "again", file=sys.stderr)
+        sys.exit(130)
     except Exception as e:
         if verbose:
             raise
@@ -126,15 +132,73 @@ NORM_STATS = datasets.NORM_STATS
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
 
+def config_file_problem(argv: list[str]) -> str | None:
+    """What is wrong with the ``--config`` file named in ``argv`` (None: nothing, or no such
+    flag), on one line with what to do: a missing file, a folder, a syntax error, no
+    ``get_config``, or a ``get_config()`` that fails. Config files load without JAX, so it is
+    loaded here once more before absl loads it, which would print a traceback."""
+    values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    values += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    if not values:
+        return None
+    path, _, argument = values[-1].partition(":")
+    where = f"--config {path}"
+    todo = "give a config file such as configs/quickstart.py"
+    if not os.path.exists(path):
+        return f"{where}: no such file; {todo}"
+    if not os.path.isfile(path):
+        return f"{where}: not a file; {todo}"
+    try:
+        with open(path, encoding="utf-8") as f:
+            compile(f.read(), path, "exec")
+    except SyntaxError as e:
+        return f"{where}: syntax error at line {e.lineno} ({e.msg}); fix the file"
+    except (OSError, ValueError) as e:
+        return f"{where}: cannot be read ({one_line(e, 200)}); {todo}"
+    if argument:
+        return None  # get_config(argument): left to absl
+    try:
+        from_file(path)
+    except AttributeError as e:
+        if "get_config" in str(e):
+            return (f"{where}: defines no get_config(); a config file returns its ConfigDict "
+                    f"from get_config() (see configs/quickstart.py)")
+        return f"{where}: get_config() failed ({one_line(e, 200)}); fix the file"
+    except Exception as e:
+        return f"{where}: get_config() failed ({one_line(e, 200)}); fix the file"
+    return None
+
+
 def run_app(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)``, except that ``--help`` prints the usage and exits with status 0
-    (absl's exits with 1)."""
+    (absl's exits with 1), a bad ``--config`` file ends with one line (:func:`config_file_problem`)
+    and so does any other error while absl parses the flags (``--verbose``: the traceback)."""
     from absl import app
 
-    asked = [arg for arg in sys.argv[1:] if arg in HELP_FLAGS]
+    argv = sys.argv[1:]
+    asked = [arg for arg in argv if arg in HELP_FLAGS]
     if asked:
         app.usage(shorthelp=asked[0] != "--helpfull", writeto_stdout=True, exitcode=0)
-    app.run(main)
+    verbose = any(arg in ("--verbose", "--verbose=true", "--verbose=True", "--verbose=1")
+                  for arg in argv)
+    problem = None if verbose else config_file_problem(argv)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        app.run(main)
+    except Exception as e:  # raised while absl parses the flags: main's end in run_command
+        if verbose:
+            raise
+        print(f"error: {one_line(e, 500)} (rerun with --verbose for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        if verbose:
+            raise
+        print("error: interrupted (Ctrl-C) before the command started; nothing was done",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def require_conv_impl(config: Any, field: str, *, auto: bool) -> None:
