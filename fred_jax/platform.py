@@ -13,7 +13,8 @@ layouts:
   classes run in a ``lax.map``, classifier training uses ``tapgrad`` convolutions (``lax``
   forward, gradients as forward convolutions and per-tap matmuls), second-order objectives
   ``im2col`` (every derivative a patch matmul), DM ``tapgrad``, and gradients / embeddings go
-  in cache-sized pieces (:data:`CPU_PIECE` images for classifier training,
+  in cache-sized pieces (:data:`CPU_PIECE` images for classifier training and for DC's first-
+  order parts, the real-batch gradients and the network training, which take ``conv_train``,
   :data:`CPU_INFER_PIECE` for testing, :data:`CPU_DM_CHUNK` real images per DM embedding pass,
   :data:`CPU_TM_GRAD_CHUNK` per TM student gradient piece); experts train
   :data:`CPU_EXPERTS_PARALLEL` at a time. Measured in ``benchmarks/`` (see RESULTS.md).
