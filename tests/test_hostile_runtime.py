@@ -212,9 +212,14 @@ def test_config_file_errors_are_one_line(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "fred_jax.main", "--config",
                                str(tmp_path / name), f"--workdir={tmp_path / 'run'}"],
                               cwd=ROOT, stderr=subprocess.PIPE, text=True) for name, _ in cases]
+    verbose = subprocess.Popen([sys.executable, "-m", "fred_jax.main", "--config",
+                                str(tmp_path / "syntax.py"), f"--workdir={tmp_path / 'run'}",
+                                "--verbose"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     for (name, message), proc in zip(cases, procs):
         err = proc.communicate(timeout=300)[1]
         assert_one_line(proc.returncode, err, f"--config {tmp_path / name}: {message}")
+    err = verbose.communicate(timeout=300)[1]
+    assert verbose.returncode != 0 and "Traceback" in err and "SyntaxError" in err
     assert not (tmp_path / "run").exists()
 
 
@@ -261,13 +266,16 @@ def test_damaged_checkpoint_is_one_line_naming_the_file(workdir):
 
 
 def test_a_run_whose_checkpoints_are_all_damaged_is_not_restarted(workdir):
+    """The first rerun stops (nothing reads back); the next one used to start again from
+    iteration 0 and exit 0."""
     _damage(workdir / "checkpoints" / "2")
     _damage(workdir / "checkpoints" / "4")
-    rc, err = toy_main(workdir)
-    assert_one_line(rc, err, f"no checkpoint in {workdir}/checkpoints reads back (step 4: ",
+    first = toy_main(workdir)
+    again = toy_main(workdir)  # the lost run is not silently started again
+    assert again[0] != 0 and steps(workdir) == [], again[1][-3000:]
+    assert_one_line(*again, f"every checkpoint of {workdir}/checkpoints was damaged",
                     f"move {workdir}/checkpoints.skipped away to start this one again")
-    assert len([line for line in err.splitlines() if "skipped damaged checkpoint" in line]) == 2
-    rc, err = toy_main(workdir)  # once more: the lost run is not silently started again
-    assert_one_line(rc, err, f"every checkpoint of {workdir}/checkpoints was damaged",
+    assert_one_line(*first, f"no checkpoint in {workdir}/checkpoints reads back (step 4: ",
                     f"move {workdir}/checkpoints.skipped away to start this one again")
-    assert steps(workdir) == []
+    assert len([line for line in first[1].splitlines()
+                if "skipped damaged checkpoint" in line]) == 2
