@@ -163,6 +163,18 @@ def test_second_run_on_a_held_workdir_stops_at_once(workdir):
     assert (workdir / "run.lock").exists()  # still the holder's
 
 
+def test_of_runs_starting_together_exactly_one_gets_the_lock(tmp_path):
+    code = ("import sys, time; from fred_jax import workdir_lock\n"
+            "try:\n    workdir_lock.acquire(sys.argv[1])\n"
+            "except workdir_lock.WorkdirLocked as e:\n    sys.exit(str(e))\n"
+            "time.sleep(3)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 1, 1, 1], results
+    assert all("is in use by another run" in err for rc, err in results if rc), results
+
+
 def test_stale_lock_is_taken_over_and_released(dataset, workdir, caplog):
     _lock(workdir, _dead_pid(), socket.gethostname())
     caplog.set_level("WARNING")
