@@ -12,7 +12,7 @@ from typing import Any
 
 from absl import logging
 
-GROWTH = 1000.0
+GROWTH = 300.0
 """Largest ratio of the learnable values' RMS to their initial RMS in a sane run. The initial
 values are those of real images, and a normal run stays within a small multiple of them; a
 learning rate too large by orders of magnitude multiplies them by about that factor within a
