@@ -12,6 +12,7 @@ process 0 logs at INFO, prints and writes outputs; the workdir must be shared.
 Errors (bad config, data, workdir, divergence, unwritable folders, a failed final evaluation)
 end with one line ``error: ...`` saying what and what to do, exit status 1 (``--verbose``: the
 traceback). SIGTERM/SIGINT save a checkpoint and exit with status 128 + the signal number.
+A workdir in use by another run is refused at once (:mod:`fred_jax.workdir_lock`).
 A workdir holding a run with other settings is refused (fields named); ``--allow_changes``
 continues it with new values, e.g. ``--allow_changes=num_iterations`` to distil longer.
 
