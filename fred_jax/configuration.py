@@ -79,6 +79,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.log_every = 10  # write metrics every this many iterations
     c.checkpoint_every = 500  # orbax checkpoint every this many iterations (and at the end)
     c.keep_checkpoints = 2  # checkpoints kept on disk
+    c.divergence_growth = 300.0  # ours: stop when the learnable values' RMS exceeds this many
+    # times its initial value (fred_jax.failures; README "When things go wrong"); 0 = rule off
+    c.divergence_loss_growth = 10.0  # ours: stop when the loss exceeds this many times the
+    # median of its first 10 iterations; 0 = rule off (NaN/inf always stop the run)
 
     # --- scale (fred_jax.sharding)
     c.num_devices = 0  # devices in the mesh: 0 = all devices of all hosts; N = the first N
@@ -286,6 +290,9 @@ def validate(config: Any, *, dataset: Any = None) -> dict:
                                      "eval.dsa=False with it")
     require_positive(config, ("num_iterations", "log_every", "checkpoint_every",
                               "keep_checkpoints", "eval.batch_size", "eval.epochs"))
+    for field in ("divergence_growth", "divergence_loss_growth"):
+        if not (float(config[field]) == 0 or float(config[field]) > 1):
+            _fail(field, f"must be > 1 (a growth factor) or 0 (rule off), got {config[field]}")
     if int(config.eval.validation_per_class) < 0:
         _fail("eval.validation_per_class", f"must be >= 0 (0: no validation split), got "
                                            f"{config.eval.validation_per_class}")

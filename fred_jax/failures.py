@@ -71,34 +71,39 @@ def loss_start(losses: list[float]) -> float | None:
 
 
 def divergence(loss: float, largest: float, rms: float, *, initial_rms: float,
-               start: float | None) -> str | None:
+               start: float | None, growth: float = GROWTH,
+               loss_growth: float = LOSS_GROWTH) -> str | None:
     """What is wrong with one iteration (None: nothing): a non-finite loss or value, learnable
-    values whose RMS grew beyond :data:`GROWTH` times ``initial_rms`` (or beyond
-    :data:`EXPLODED`), or a loss beyond :data:`LOSS_GROWTH` times its ``start``."""
+    values whose RMS grew beyond ``growth`` times ``initial_rms`` (or beyond
+    :data:`EXPLODED`), or a loss beyond ``loss_growth`` times its ``start`` (0: that rule
+    off)."""
     if not math.isfinite(loss):
         return f"non-finite loss ({loss})"
     if not (math.isfinite(largest) and math.isfinite(rms)):
         return "non-finite learnable values"
-    if initial_rms > 0 and rms > GROWTH * initial_rms:
+    if growth > 0 and initial_rms > 0 and rms > growth * initial_rms:
         return (f"learnable values grew {rms / initial_rms:.3g}x (RMS {rms:.3g}, initially "
-                f"{initial_rms:.3g}; limit {GROWTH:g}x)")
+                f"{initial_rms:.3g}; limit config.divergence_growth={growth:g})")
     if largest > EXPLODED:
         return f"exploding learnable values (largest |value| {largest:.3g} > {EXPLODED:g})"
-    if start is not None and start > 0 and loss > LOSS_GROWTH * start:
+    if loss_growth > 0 and start is not None and start > 0 and loss > loss_growth * start:
         return (f"loss {loss:.4g} is {loss / start:.3g}x its start ({start:.4g}, median of the "
-                f"first {LOSS_START} iterations; limit {LOSS_GROWTH:g}x)")
+                f"first {LOSS_START} iterations; limit config.divergence_loss_growth="
+                f"{loss_growth:g})")
     return None
 
 
 def check_diverged(scalars: dict, step: int, *, initial_rms: float, start: float | None,
-                   lr_field: str, lr: float, last_saved: int, directory: str) -> None:
+                   lr_field: str, lr: float, last_saved: int, directory: str,
+                   growth: float = GROWTH, loss_growth: float = LOSS_GROWTH) -> None:
     """Raise :class:`NonFiniteLossError` when iteration ``step`` diverged (:func:`divergence`
     of its ``loss``, ``learnable_max_abs`` and ``learnable_rms``), naming the learning rate
     field ``lr_field`` (value ``lr``) to lower and the last good checkpoint. The loss alone
     does not show NaN values: under ``jit`` on XLA:CPU a network maps NaN images to finite
     features."""
     what = divergence(scalars["loss"], scalars["learnable_max_abs"],
-                      scalars.get("learnable_rms", 0.0), initial_rms=initial_rms, start=start)
+                      scalars.get("learnable_rms", 0.0), initial_rms=initial_rms, start=start,
+                      growth=growth, loss_growth=loss_growth)
     if what is None:
         return
     saved = (f"resume from the last good checkpoint (iteration {last_saved} in {directory}) "

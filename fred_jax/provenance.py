@@ -21,7 +21,7 @@ from fred_jax import checkpoint
 from fred_jax.failures import WorkdirError
 
 FREE_FIELDS = ("data_dir", "num_devices", "log_every", "checkpoint_every", "keep_checkpoints",
-               "compilation_cache")
+               "compilation_cache", "divergence_growth", "divergence_loss_growth")
 """Config fields a resumed run may change freely: they change no number of the result."""
 
 FIXED_FIELDS = ("dataset", "zca", "seed", "parameterization", "ipc", "k", "transform",

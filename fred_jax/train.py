@@ -332,7 +332,9 @@ def _loop(config: Any, workdir: str, dataset: Any, setup: Setup, ckpt: checkpoin
             check_diverged(scalars, step, initial_rms=initial_rms,
                            start=failures.loss_start(first_losses),
                            lr_field=resolved.lr_field, lr=resolved.lr,
-                           last_saved=last_saved, directory=ckpt.directory)
+                           last_saved=last_saved, directory=ckpt.directory,
+                           growth=float(config.divergence_growth),
+                           loss_growth=float(config.divergence_loss_growth))
             if len(first_losses) < failures.LOSS_START:
                 first_losses.append(scalars["loss"])
             state = new_state

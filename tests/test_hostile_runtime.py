@@ -105,7 +105,8 @@ def test_divergence_under_the_old_absolute_guard_stops_naming_lr(dataset, tmp_pa
     guard let it finish), while its values grow far beyond their start."""
     config = small_config(lr=100.0, num_iterations=12, **{"eval.num_eval": 0})
     with pytest.raises(train.NonFiniteLossError,
-                       match=r"^learnable values grew .*x \(RMS .*; limit 300x\) at iteration "
+                       match=r"^learnable values grew .*x \(RMS .*; limit "
+                             r"config\.divergence_growth=300\) at iteration "
                              r"\d+: the synthetic set diverged and this state was not saved; "
                              r"lower the learning rate \(config.lr=100\) in a new --workdir, or "
                              r"resume from the last good checkpoint \(iteration \d+ in .*"
@@ -296,3 +297,24 @@ def test_a_run_whose_checkpoints_are_all_damaged_is_not_restarted(workdir):
                     f"move {workdir}/checkpoints.skipped away to start this one again")
     assert len([line for line in first[1].splitlines()
                 if "skipped damaged checkpoint" in line]) == 2
+
+
+def test_divergence_factors_are_config_fields():
+    """The factors are the defaults of two free config fields (a long run that outgrows them
+    can resume with a larger one); 0 turns a rule off; anything in (0, 1] is refused."""
+    from fred_jax import checks, configuration, failures, provenance
+
+    c = configuration.defaults()
+    assert (c.divergence_growth, c.divergence_loss_growth) == (failures.GROWTH,
+                                                                failures.LOSS_GROWTH)
+    assert {"divergence_growth", "divergence_loss_growth"} <= set(provenance.FREE_FIELDS)
+    grown = dict(loss=1.0, largest=400.0, rms=400.0, initial_rms=1.0, start=1.0)
+    assert "config.divergence_growth=300" in failures.divergence(**grown)
+    assert failures.divergence(**grown, growth=1000.0) is None
+    assert failures.divergence(**grown, growth=0.0) is None
+    risen = dict(loss=50.0, largest=1.0, rms=1.0, initial_rms=1.0, start=1.0)
+    assert "config.divergence_loss_growth=10" in failures.divergence(**risen)
+    assert failures.divergence(**risen, loss_growth=0.0) is None
+    c.divergence_growth = 0.5
+    with pytest.raises(checks.ConfigError, match="divergence_growth"):
+        configuration.validate(c)
