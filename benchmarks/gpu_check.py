@@ -10,13 +10,15 @@ Runs three workloads twice, once per mode, on the same random inputs and keys:
 - ``tm``: one FreD + TM iteration, ``syn_steps`` small, on fake experts (random walks written to
   a temporary folder, as ``tests/test_tm.py`` makes them);
 - ``eval``: one evaluation training epoch of ``--seeds`` networks, then the test pass
-  (``fred_jax.evaluate.train_seeds``).
+  (``fred_jax.evaluate.train_seeds``);
+- ``dc``: one FreD + DC (DSA) iteration at ipc 1 (one outer step: per class the real batch's
+  gradient, the synthetic gradient to second order, the distance's gradient).
 
 Modes: ``auto`` leaves every speed setting to the backend policy (``fred_jax.platform``: on a
 GPU whole batches, vmapped seeds, ``lax`` convolutions); ``cpu_style`` sets them as XLA:CPU's
 policy does, through config fields and arguments (:data:`CPU_STYLE`: ``dm.chunk=32``,
 ``tm.grad_chunk=20``, ``tapgrad`` / ``im2col`` convolutions, evaluation seeds one call after
-another). ``--gpu_settings`` replaces ``auto`` by the GPU policy's values set explicitly
+another; DC ``im2col``, which its first-order parts then take too). ``--gpu_settings`` replaces ``auto`` by the GPU policy's values set explicitly
 (``fred_jax.platform.policy(backend="gpu")``: ``dm.chunk=0``, ``tm.grad_chunk=0``, ``lax``
 convolutions), so that a CPU run compares the two code paths too (on XLA:CPU the evaluation
 seeds still run in a ``lax.map``; only a mesh or an accelerator vmaps them). The two must
@@ -59,13 +61,14 @@ SIZES = {
 """``full``: CIFAR-10 shapes (ConvNet width 128, FreD ipc 1 with k=64: 16 instances per class,
 DM real batch 256 per class, evaluation on 160 images); ``small``: for a CPU run."""
 
-AUTO = {"dm": {}, "tm": {}, "eval": {"conv_impl": None, "seeds_in_loop": False}}
+AUTO = {"dm": {}, "tm": {}, "eval": {"conv_impl": None, "seeds_in_loop": False}, "dc": {}}
 """The backend policy's defaults: config fields left at auto / None."""
 
 CPU_STYLE = {
     "dm": {"conv_impl": "tapgrad", "dm.chunk": 32},
     "tm": {"conv_impl": "im2col", "tm.grad_chunk": 20},
     "eval": {"conv_impl": "tapgrad", "seeds_in_loop": True},
+    "dc": {"conv_impl": "im2col"},
 }
 """XLA:CPU's policy, set explicitly (config fields for DM / TM, arguments for evaluation)."""
 
@@ -75,7 +78,8 @@ def gpu_style() -> dict:
     pol = platform.policy(backend="gpu")
     return {"dm": {"conv_impl": pol.conv_dm, "dm.chunk": pol.dm_chunk},
             "tm": {"conv_impl": pol.conv_tm, "tm.grad_chunk": pol.tm_grad_chunk},
-            "eval": {"conv_impl": pol.conv_train, "seeds_in_loop": pol.seeds_in_loop}}
+            "eval": {"conv_impl": pol.conv_train, "seeds_in_loop": pol.seeds_in_loop},
+            "dc": {"conv_impl": pol.conv_dc}}
 
 
 def random_dataset(size: dict) -> data.Dataset:
@@ -96,7 +100,8 @@ def base_config(objective: str, size: dict, overrides: dict) -> Any:
     config = configuration.defaults()
     config.update_from_flattened_dict({
         "dataset": "random", "objective": objective, "model": size["model"], "ipc": 1,
-        "k": size["k"], "dm.batch_real": size["batch_real"], "seed": 0})
+        "k": size["k"], "dm.batch_real": size["batch_real"], "dc.batch_real": size["batch_real"],
+        "seed": 0})
     if objective == "tm":
         config.tm = tm_config.defaults()
         config.lr = 1e4
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow_cpu", action="store_true", help="run on a CPU backend too")
     p.add_argument("--size", choices=tuple(SIZES), default=None,
                    help="full (default on GPU/TPU) or small (default on CPU)")
-    p.add_argument("--workloads", default="dm,tm,eval", help="subset of dm,tm,eval")
+    p.add_argument("--workloads", default="dm,tm,eval,dc", help="subset of dm,tm,eval,dc")
     p.add_argument("--repeats", type=int, default=0, help="timed calls (0: the size's)")
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--precision", default="highest", choices=("highest", "high", "default"),
@@ -214,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no GPU/TPU backend (jax.default_backend() == 'cpu'); pass --allow_cpu to run "
                 "the check on CPU at small sizes")
     workloads = [w for w in a.workloads.split(",") if w]
-    if set(workloads) - {"dm", "tm", "eval"}:
-        p.error(f"--workloads must be a subset of dm,tm,eval, got {a.workloads!r}")
+    if set(workloads) - {"dm", "tm", "eval", "dc"}:
+        p.error(f"--workloads must be a subset of dm,tm,eval,dc, got {a.workloads!r}")
     size = dict(SIZES[a.size or ("small" if backend == "cpu" else "full")])
     repeats = a.repeats or size["repeats"]
     dataset = random_dataset(size)
