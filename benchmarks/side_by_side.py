@@ -4,6 +4,7 @@ same shapes, median of several repetitions, ratios printed and recorded (benchma
     bash benchmarks/parity/setup_reference.sh       # once: .venv-ref with CPU torch
     .venv/bin/python benchmarks/side_by_side.py [--reps 5] [--works eval_epoch_1seed,dm_iteration]
     .venv/bin/python benchmarks/side_by_side.py --works tm_iteration --reps 1  # official ~6.7 GB
+    .venv/bin/python benchmarks/side_by_side.py --works dc_ipc1,dc_ipc2,dc_ipc10 --reps 1
 
 Works (CIFAR-10 shapes, ConvNet width 128 depth 3, DSA on, random normalised images):
 - ``eval_epoch_1seed`` / ``eval_epoch_5seeds``: one evaluation training epoch on 160 synthetic
@@ -17,9 +18,19 @@ Works (CIFAR-10 shapes, ConvNet width 128 depth 3, DSA on, random normalised ima
   under ``set_detect_anomaly(True)`` as its ``main`` sets it). ``tm_iteration_no_anomaly``: the
   same without that debugging mode (about 1.5x less official CPU time).
   Ours: ``step_time_tm.build`` with this backend's policy (XLA:CPU: im2col convolutions,
-  gradient pieces of 10 images, rematerialised steps). Each side runs it in its own fresh
-  process, so the row's ``official_peak_rss_mb`` / ``fred_jax_peak_rss_mb`` (``ru_maxrss`` of
-  that process: interpreter, library, compilation and the TM work) belong to TM alone.
+  gradient pieces of 10 images, rematerialised steps).
+- ``dc_ipc1`` / ``dc_ipc2`` / ``dc_ipc10``: one DC iteration (method DC, no augmentation,
+  ConvNetD3, 256 real images per class, 300 random real images per class held) at
+  :data:`DC_WORKS`'s (ipc, k, outer, inner): ipc 1 with k=64 (16 instances per class), the
+  official ipc 2 setting (``configs/cifar10_dc_ipc2.py``: k=32, 64 per class, 1 outer step),
+  and ipc 10 with k=160 (64 per class, ``configs/cifar10_ipc10.py``'s k) cut to its first 2
+  outer steps with one block of 50 inner epochs between them (a whole ipc-10 iteration, 10
+  outer steps and 9 such blocks, takes tens of minutes per side on a 2-core CPU). Official:
+  ``DC/main_DC_FreD.py``'s loop body (``parity/side_by_side_ref.py``); ours: the jitted
+  ``fred_jax.train`` step of that config (the whole iteration in one program).
+The works in :data:`OWN_PROCESS` run on each side in a fresh process of its own, so the row's
+``official_peak_rss_mb`` / ``fred_jax_peak_rss_mb`` (``ru_maxrss`` of that process: interpreter,
+library, compilation and the work) belong to that work alone.
 The official side is a worker process (``parity/side_by_side_ref.py``) kept alive over the run
 (a second one, and a JAX worker, just for ``tm_iteration``); each work is run once on both sides
 as warm-up (compilation for JAX), then ``--reps`` times alternately, the order flipping each
@@ -27,7 +38,8 @@ repetition. Each line reports the 1-minute load average before the work and the 
 wall ratio, so a run on a loaded machine shows it. The rows are recorded by
 ``benchmarks/harness.py`` (``benchmarks/results/side_by_side.jsonl``, the table in
 ``benchmarks/RESULTS.md``) and, with the default results folder, the table between the
-side-by-side markers of README.md is rewritten from this run.
+side-by-side markers of README.md is rewritten from this run (works it did not measure follow
+from the latest earlier run that did, under that run's own line).
 """
 
 from __future__ import annotations
@@ -51,12 +63,15 @@ from fred_jax import augment, classifier, configuration, evaluate, platform, tra
 from step_time import bench_config, cifar_like  # noqa: E402
 from step_time_tm import build as build_tm  # noqa: E402
 
+DC_WORKS = {"dc_ipc1": (1, 64, 0, 0), "dc_ipc2": (2, 32, 0, 0), "dc_ipc10": (10, 160, 2, 50)}
+"""DC work -> (ipc, k, outer, inner); outer 0: the reference schedule of that ipc."""
 WORKS = ("eval_epoch_1seed", "eval_epoch_5seeds", "test_pass", "dm_iteration", "tm_iteration",
-         "tm_iteration_no_anomaly")
-OWN_PROCESS = ("tm_iteration", "tm_iteration_no_anomaly")
+         "tm_iteration_no_anomaly", *DC_WORKS)
+OWN_PROCESS = ("tm_iteration", "tm_iteration_no_anomaly", *DC_WORKS)
 """Works that each side runs in a fresh process of its own (peak RSS of that work alone)."""
 TARGETS = {"eval_epoch_1seed": 0.6, "eval_epoch_5seeds": 0.6, "test_pass": 0.5,
-           "dm_iteration": 0.35, "tm_iteration": 0.45, "tm_iteration_no_anomaly": 0.45}
+           "dm_iteration": 0.35, "tm_iteration": 0.45, "tm_iteration_no_anomaly": 0.45,
+           **{w: 0.5 for w in DC_WORKS}}
 """Ratios fred_jax / official asked for by the speed issue (README table)."""
 README = os.path.join(ROOT, "README.md")
 MARKERS = ("<!-- side_by_side:start -->", "<!-- side_by_side:end -->")
@@ -124,6 +139,21 @@ class JaxWorks:
         jax.block_until_ready(loss)
         self.state["tm"][1:] = [learnable, opt_state, i + 1]
 
+    def dc_iteration(self, work: str) -> None:
+        if work not in self.state:
+            ipc, k, outer, inner = DC_WORKS[work]
+            config = configuration.from_file(os.path.join(ROOT, "configs", "cifar10_dc_ipc2.py"))
+            config.ipc, config.k = ipc, k
+            config.dc.outer_loop, config.dc.inner_loop = outer, inner
+            dataset = cifar_like()
+            configuration.validate(config, dataset=dataset)
+            setup = train.create(config, dataset)
+            self.state[work] = [setup.step_fn, setup.state]
+        step, st = self.state[work]
+        st, metrics = step(st)
+        jax.block_until_ready(metrics)
+        self.state[work][1] = st
+
     def run(self, work: str) -> dict:
         """Run ``work`` once: its wall and process CPU seconds."""
         with harness.Stopwatch() as sw:
@@ -131,6 +161,8 @@ class JaxWorks:
                 self.eval_epoch(1 if work.endswith("1seed") else 5)
             elif work.startswith("tm_iteration"):
                 self.tm_iteration()
+            elif work in DC_WORKS:
+                self.dc_iteration(work)
             else:
                 getattr(self, work)()
         return {"wall": sw.wall, "cpu": sw.cpu}
@@ -207,6 +239,8 @@ def main(argv=None) -> int:
         for work in works:
             own = work in OWN_PROCESS
             plain = ["--no_anomaly"] if work.endswith("no_anomaly") else []
+            if work in DC_WORKS:
+                plain = ["--dc", ",".join(str(v) for v in DC_WORKS[work])]
             run_ref, run_ours = ((Worker(ref_cmd + plain), Worker(ours_cmd)) if own
                                  else (ref, ours.run))
             run_ref(work), run_ours(work)  # warm-up: setup and compilation
@@ -232,19 +266,19 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
         ref.close()
     print(f"\nrecorded in {harness.results_md(a.results)}:\n")
-    entry = harness.read(a.results)["side_by_side"][-1]
+    runs = harness.read(a.results)["side_by_side"]
+    entry = runs[-1]
     print(harness.table("side_by_side", [entry]))
     readme = a.readme if a.readme is not None else (
         README if os.path.abspath(a.results) == os.path.abspath(harness.results_dir()) else "")
     if readme:
-        write_readme(entry, readme)
+        write_readme(entry, readme, runs[:-1])
         print(f"README table rewritten in {readme}")
     return 0
 
 
-def readme_table(entry: dict) -> str:
-    """The README's table of one side-by-side run: machine, command, then per work the two
-    medians, the ratio, the issue's target and, for TM, each side's peak RSS."""
+def _rows_table(entry: dict, works: list[str] | None = None) -> list[str]:
+    """One run's line (machine, command, load) and its table, of ``works`` (None: all rows)."""
     lines = [f"Measured {entry['date'][:16].replace('T', ' ')} UTC on "
              f"{harness.machine_line(entry.get('machine', {}))}, commit "
              f"{harness.commit_cell(entry.get('machine', {}))}: `{entry['command']}` "
@@ -253,21 +287,39 @@ def readme_table(entry: dict) -> str:
              "| work | official s | fred_jax s | fred_jax / official | target | peak RSS MB "
              "(official / fred_jax) |", "|---|---|---|---|---|---|"]
     for r in entry["rows"]:
+        if works is not None and r["work"] not in works:
+            continue
         rss = (f"{r['official_peak_rss_mb']:.0f} / {r['fred_jax_peak_rss_mb']:.0f}"
                if "official_peak_rss_mb" in r else "")
         lines.append(f"| {r['work']} | {r['official_s']:.3f} | {r['fred_jax_s']:.3f} | "
                      f"{r['ratio']:.2f}x | {TARGETS.get(r['work'], '')}x | {rss} |")
+    return lines
+
+
+def readme_table(entry: dict, earlier: list[dict] = ()) -> str:
+    """The README's table of one side-by-side run: machine, command, then per work the two
+    medians, the ratio, the issue's target and, for the works run in their own processes
+    (TM, DC), each side's peak RSS. ``earlier`` (older runs, oldest first): the works this run
+    did not measure follow, each from the latest run that did, under that run's own line
+    (ratios compare only within one run: its machine and load)."""
+    lines = _rows_table(entry)
+    done = {r["work"] for r in entry["rows"]}
+    for old in reversed(list(earlier)):
+        works = [r["work"] for r in old["rows"] if r["work"] not in done]
+        if works:
+            lines += ["", "Not repeated in the run above:"] + _rows_table(old, works)
+            done.update(works)
     return "\n".join(lines) + "\n"
 
 
-def write_readme(entry: dict, path: str) -> None:
+def write_readme(entry: dict, path: str, earlier: list[dict] = ()) -> None:
     """Replace the text between :data:`MARKERS` in ``path`` with :func:`readme_table`."""
     with open(path) as f:
         text = f.read()
     start, end = (text.find(m) for m in MARKERS)
     if start < 0 or end < start:
         raise SystemExit(f"{path} has no {MARKERS[0]} ... {MARKERS[1]} block to rewrite")
-    text = text[:start + len(MARKERS[0])] + "\n" + readme_table(entry) + text[end:]
+    text = text[:start + len(MARKERS[0])] + "\n" + readme_table(entry, earlier) + text[end:]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)

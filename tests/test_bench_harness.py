@@ -64,12 +64,13 @@ def test_committed_results_table_matches_its_jsonl(tmp_path):
 
 def test_side_by_side_readme_block_is_the_last_recorded_run(tmp_path):
     """The README's side-by-side table is the one `side_by_side.py` writes from its last
-    recorded run; rewriting a file touches only the text between the markers, and a file
-    without them is refused."""
+    recorded run (followed by the works it did not run, from earlier runs); rewriting a file
+    touches only the text between the markers, and a file without them is refused."""
     import side_by_side
 
-    entry = harness.read(os.path.join(BENCH, "results"))["side_by_side"][-1]
-    table = side_by_side.readme_table(entry)
+    runs = harness.read(os.path.join(BENCH, "results"))["side_by_side"]
+    entry = runs[-1]
+    table = side_by_side.readme_table(entry, runs[:-1])  # works it did not run: earlier runs'
     assert f"| {entry['rows'][0]['work']} | " in table and "x |" in table
     with open(os.path.join(os.path.dirname(BENCH), "README.md")) as f:
         readme = f.read()
@@ -78,7 +79,7 @@ def test_side_by_side_readme_block_is_the_last_recorded_run(tmp_path):
 
     path = tmp_path / "README.md"
     path.write_text(f"before\n{side_by_side.MARKERS[0]}\nold\n{side_by_side.MARKERS[1]}\nafter\n")
-    side_by_side.write_readme(entry, str(path))
+    side_by_side.write_readme(entry, str(path), runs[:-1])
     assert path.read_text() == (f"before\n{side_by_side.MARKERS[0]}\n{table}"
                                 f"{side_by_side.MARKERS[1]}\nafter\n")
     path.write_text("no markers\n")

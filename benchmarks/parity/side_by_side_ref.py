@@ -3,7 +3,8 @@
 A worker: reads one JSON request per line on stdin (``{"work": name}``), runs that piece of work
 once with the official functions (``DM/utils.py``: ``epoch``, ``get_network``, ``DiffAugment``,
 ``get_images``; the DM iteration as ``DM/main_DM_FreD.py``'s loop body; the TM iteration as
-``TM/main_TM_FreD.py``'s, with ``TM/utils.py`` and ``TM/reparam_module.py``), and answers one
+``TM/main_TM_FreD.py``'s, with ``TM/utils.py`` and ``TM/reparam_module.py``; the DC iteration
+as ``DC/main_DC_FreD.py``'s, with ``DC/utils.py``), and answers one
 JSON line with its wall and CPU seconds and the process's peak RSS so far. Setup (data,
 networks, optimisers) happens on a work's first request, which the driver treats as warm-up; the
 data of the DM and evaluation works is made only when one of them is first asked for, so a
@@ -179,6 +180,72 @@ class TMIteration:
         self.syn_lr.data = self.syn_lr.data.clip(min=0.001)
 
 
+class DCIteration:
+    """One iteration of ``DC/main_DC_FreD.py``'s loop body, method DC (no DSA, as
+    ``run_DC_FreD.sh``): ConvNetD3, ``num_per_class = ipc * 1024 / k`` instances per class
+    (``SynSet``), batch_syn 0 (all of a class's instances), batch_real 256, lr_net 0.01,
+    batch_train 256, coefficient SGD lr 1e3 momentum 0.5; ``outer``/``inner`` steps (0: the
+    official ``get_loops(ipc)``). Per outer step: per class ``get_images``, the real gradient
+    (detached), the synthetic gradient with ``create_graph=True``, ``match_loss``; backward and
+    the coefficient step; then, except after the last, ``inner`` epochs of ``epoch('train')``
+    on the decoded set. Random real images (300 per class), frequencies and a mask of ``k``
+    positions per channel: the cost does not depend on them."""
+
+    def __init__(self, ipc: int, k: int, outer: int, inner: int, batch_real: int):
+        self.u, ft = reference.official("DC", "utils", "frequency_transforms")
+        self.dct = ft.DCT(resolution=32, device="cpu")
+        self.n = ipc * 32 * 32 // k
+        self.outer, self.inner = (outer, inner) if outer else self.u.get_loops(ipc)
+        self.args = argparse.Namespace(device="cpu", dis_metric="ours", dsa=False,
+                                       dc_aug_param=None, batch_real=batch_real,
+                                       batch_train=256, lr_net=0.01)
+        g = torch.Generator().manual_seed(0)
+        self.x_real = torch.randn(10 * 300, 3, 32, 32, generator=g)
+        self.indices_class = [list(range(c * 300, (c + 1) * 300)) for c in range(10)]
+        self.freq = self.dct.forward(torch.randn(10 * self.n, 3, 32, 32, generator=g))
+        self.freq.requires_grad = True
+        self.mask = torch.zeros(self.freq.shape)
+        self.mask.view(10 * self.n, 3, -1)[..., :k] = 1.0
+        self.label_syn = torch.arange(10).repeat_interleave(self.n)
+        self.opt = torch.optim.SGD([self.freq], lr=1e3, momentum=0.5)
+
+    def get(self, indices, need_copy=False):
+        """``SynSet.get``: decoded images of ``indices``."""
+        freq = self.freq[indices].detach().clone() if need_copy else self.freq[indices]
+        return self.dct.inverse(self.mask[indices] * freq), self.label_syn[indices]
+
+    def iteration(self):
+        u, args = self.u, self.args
+        net = u.get_network("ConvNetD3", 3, 10, (32, 32))
+        net.train()
+        net_parameters = list(net.parameters())
+        optimizer_net = torch.optim.SGD(net.parameters(), lr=args.lr_net)
+        optimizer_net.zero_grad()
+        criterion = torch.nn.CrossEntropyLoss()
+        for ol in range(self.outer):
+            loss = torch.tensor(0.0)
+            for c in range(10):
+                img_real = u.get_images(self.x_real, self.indices_class, c, args.batch_real)
+                lab_real = torch.ones((img_real.shape[0],), dtype=torch.long) * c
+                img_syn, lab_syn = self.get(range(c * self.n, (c + 1) * self.n))
+                gw_real = torch.autograd.grad(criterion(net(img_real), lab_real), net_parameters)
+                gw_real = list((_.detach().clone() for _ in gw_real))
+                gw_syn = torch.autograd.grad(criterion(net(img_syn), lab_syn), net_parameters,
+                                             create_graph=True)
+                loss += u.match_loss(gw_syn, gw_real, args)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            if ol == self.outer - 1:
+                break
+            image_syn_train, label_syn_train = self.get(range(10 * self.n), need_copy=True)
+            trainloader = torch.utils.data.DataLoader(
+                u.TensorDataset(image_syn_train, label_syn_train), batch_size=args.batch_train,
+                shuffle=True, num_workers=0)
+            for _ in range(self.inner):
+                u.epoch("train", trainloader, net, optimizer_net, criterion, args, aug=False)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -188,6 +255,8 @@ def main() -> None:
     p.add_argument("--syn_steps", type=int, default=10, help="student steps of tm_iteration")
     p.add_argument("--no_anomaly", action="store_true",
                    help="tm_iteration without main_TM_FreD.py's set_detect_anomaly(True)")
+    p.add_argument("--dc", default="", help="ipc,k,outer,inner of the dc_* works (outer 0: "
+                                            "get_loops(ipc))")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -203,11 +272,19 @@ def main() -> None:
             made["tm"] = TMIteration(a.num_syn, a.syn_steps, not a.no_anomaly)
         return made["tm"]
 
+    def dc() -> DCIteration:
+        if "dc" not in made:
+            ipc, k, outer, inner = (int(v) for v in a.dc.split(","))
+            made["dc"] = DCIteration(ipc, k, outer, inner, a.batch_real)
+        return made["dc"]
+
     run = {"eval_epoch_1seed": lambda: works().eval_epoch(1),
            "eval_epoch_5seeds": lambda: works().eval_epoch(5),
            "test_pass": lambda: works().test_pass(), "dm_iteration": lambda: works().dm_iteration(),
            "tm_iteration": lambda: tm().iteration(),
            "tm_iteration_no_anomaly": lambda: tm().iteration()}  # started with --no_anomaly
+    for name in ("dc_ipc1", "dc_ipc2", "dc_ipc10"):  # started with --dc
+        run[name] = lambda: dc().iteration()
     print(json.dumps({"ready": True, "torch": torch.__version__,
                       "threads": torch.get_num_threads()}), flush=True)
     for line in sys.stdin:
