@@ -18,7 +18,8 @@ Modes: ``auto`` leaves every speed setting to the backend policy (``fred_jax.pla
 GPU whole batches, vmapped seeds, ``lax`` convolutions); ``cpu_style`` sets them as XLA:CPU's
 policy does, through config fields and arguments (:data:`CPU_STYLE`: ``dm.chunk=32``,
 ``tm.grad_chunk=20``, ``tapgrad`` / ``im2col`` convolutions, evaluation seeds one call after
-another; DC ``im2col``, which its first-order parts then take too). ``--gpu_settings`` replaces ``auto`` by the GPU policy's values set explicitly
+another; DC ``im2col``, which its first-order parts then take too). ``--gpu_settings``
+replaces ``auto`` by the GPU policy's values set explicitly
 (``fred_jax.platform.policy(backend="gpu")``: ``dm.chunk=0``, ``tm.grad_chunk=0``, ``lax``
 convolutions), so that a CPU run compares the two code paths too (on XLA:CPU the evaluation
 seeds still run in a ``lax.map``; only a mesh or an accelerator vmaps them). The two must
