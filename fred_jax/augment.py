@@ -331,3 +331,33 @@ def dsa(key: jax.Array, x: jax.Array, strategy: str = STRATEGY, params: DSAParam
     if len(branches) == 1:
         return branches[0](op_key, x)
     return jax.lax.switch(op_index(key, len(ops)), branches, op_key, x)
+
+
+def given_draws_layout(strategy: str, n: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the given-draws pytree of :func:`dsa_given` for a batch of ``n``: ``op`` (the
+    index of the op that mode "S" applies) and ``<op>_<name>`` for every draw of every op of
+    the strategy (per image)."""
+    out: dict[str, tuple[int, ...]] = {"op": ()}
+    for op in parse_strategy(strategy):
+        for name in _DRAW_NAMES[op]:
+            out[f"{op}_{name}"] = (n,)
+    return out
+
+
+_DRAW_NAMES = {"color": ("brightness", "saturation", "contrast"), "crop": ("x", "y"),
+               "cutout": ("x", "y"), "flip": ("flip",), "scale": ("x", "y"), "rotate": ("angle",)}
+
+
+def dsa_given(draws: dict[str, jax.Array], x: jax.Array, strategy: str = STRATEGY,
+              params: DSAParams = DSAParams(), siamese: bool = False) -> jax.Array:
+    """:func:`dsa` mode "S" with given random numbers instead of a key: ``draws["op"]`` picks
+    the op of ``strategy`` and ``draws["<op>_<name>"]`` are its raw draws (layout:
+    :func:`given_draws_layout`; the draws of the ops not picked are ignored). Replays another
+    implementation's random choices, e.g. the official code's in the parity tests."""
+    ops = parse_strategy(strategy)
+    if not ops:
+        return x
+    branches = [lambda v, op=op: apply_draws(
+        v, op, {n: draws[f"{op}_{n}"] for n in _DRAW_NAMES[op]}, params, siamese) for op in ops]
+    return jax.lax.switch(jnp.asarray(draws["op"], jnp.int32), branches, x)
+

@@ -90,7 +90,8 @@ def piecewise_loss_grad(model: Any, params: Any, x: jax.Array, y: jax.Array, pie
         (ce, correct), g = jax.value_and_grad(piece_sums, has_aux=True)(params, *xyw)
         return jax.tree.map(jnp.add, acc, (ce, correct, g)), None
 
-    zeros = (jnp.zeros((), x.dtype), jnp.zeros((), x.dtype), jax.tree.map(jnp.zeros_like, params))
+    dt = jnp.result_type(x.dtype, *(p.dtype for p in jax.tree.leaves(params)))  # x64 runs
+    zeros = (jnp.zeros((), dt), jnp.zeros((), dt), jax.tree.map(jnp.zeros_like, params))
     (ce, correct, grads), _ = jax.lax.scan(
         body, zeros, (x.reshape(count, piece, *x.shape[1:]), y.reshape(count, piece), w))
     return ce / n, correct.astype(jnp.int32), jax.tree.map(lambda g: g / n, grads)
@@ -110,9 +111,16 @@ def in_pieces(fn: Callable[[jax.Array], jax.Array], x: jax.Array, piece: int) ->
 
 
 def augmenter(dsa_strategy: str | None, dsa_params: augment.DSAParams = augment.DSAParams(),
-              dc_strategy: str | None = None) -> Callable[[jax.Array, jax.Array], jax.Array]:
+              dc_strategy: str | None = None,
+              given: bool = False) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """``(key, batch) -> batch``: DSA ``dsa_strategy`` with per-image parameters, else the DC
-    augmentation ``dc_strategy``, else the identity (None / "" for none)."""
+    augmentation ``dc_strategy``, else the identity (None / "" for none). ``given``: DSA
+    takes given draws instead of a key (:func:`fred_jax.augment.dsa_given`; per-image draws
+    for a full batch, the first ones used by a smaller last batch)."""
+    if dsa_strategy and given:
+        return lambda draws, x: augment.dsa_given(
+            jax.tree.map(lambda a: a[: x.shape[0]] if a.ndim else a, draws), x, dsa_strategy,
+            dsa_params, siamese=False)
     if dsa_strategy:
         return lambda key, x: augment.dsa(key, x, dsa_strategy, dsa_params, siamese=False)
     if dc_strategy:
@@ -127,7 +135,8 @@ def step_fn(model: Any, tx: optax.GradientTransformation, augment_fn: Callable, 
     is larger and the network has no BatchNorm)."""
 
     def step(state: TrainState, x, y, key, lr):
-        x = augment_fn(key, x)
+        # In the networks' precision (float64 networks in x64 runs; a no-op in float32).
+        x = augment_fn(key, x.astype(jax.tree.leaves(state.params)[0].dtype))
 
         def loss_fn(params):
             if uses_batch_stats:
@@ -177,15 +186,25 @@ def split_schedule(key: jax.Array, epoch: jax.Array, num_batches: int):
     return k_perm, jax.random.split(k_aug, num_batches)
 
 
-def epoch_fn(step: Callable, num_train: int, batch_size: int, schedule: Schedule) -> Callable:
+def given_schedule(given: Any, epoch: jax.Array, num_batches: int):
+    """Replayed choices instead of keys (the parity tests replay the official code's): ``given``
+    holds ``perm [epochs, N]`` (the order of each epoch) and ``dsa``, the augmentation draws
+    ``[epochs, num_batches, ...]`` (:func:`augmenter` ``given``; None: no augmentation)."""
+    draws = jax.tree.map(lambda a: a[epoch], given["dsa"])
+    return given["perm"][epoch], draws if draws is not None else jnp.zeros(num_batches)
+
+
+def epoch_fn(step: Callable, num_train: int, batch_size: int, schedule: Schedule,
+             permute: Callable = jax.random.permutation) -> Callable:
     """``(state, key, epoch, lr, x [N, ...], y [N]) -> (state, mean loss, accuracy)``: one epoch
-    of :func:`step_fn` ``step`` over shuffled batches (module docstring) of one network."""
+    of :func:`step_fn` ``step`` over shuffled batches (module docstring) of one network.
+    ``permute(perm_key, N)``: the epoch's order (given orders: the identity on the key)."""
     num_full, remainder = divmod(num_train, batch_size)
     num_batches = num_full + bool(remainder)
 
     def epoch(state: TrainState, key, epoch, lr, x, y):
         perm_key, batch_keys = schedule(key, epoch, num_batches)
-        perm = jax.random.permutation(perm_key, num_train)
+        perm = permute(perm_key, num_train)
 
         def body(st, b_key):
             b, k = b_key
@@ -197,11 +216,13 @@ def epoch_fn(step: Callable, num_train: int, batch_size: int, schedule: Schedule
         correct = jnp.zeros((), jnp.int32)
         if num_full:
             state, (losses, corrects) = jax.lax.scan(
-                body, state, (jnp.arange(num_full), batch_keys[:num_full]))
+                body, state, (jnp.arange(num_full),
+                              jax.tree.map(lambda a: a[:num_full], batch_keys)))
             loss_sum, correct = losses.sum(), corrects.sum()
         if remainder:
             idx = perm[num_full * batch_size:]
-            state, loss, c = step(state, x[idx], y[idx], batch_keys[num_full], lr)
+            state, loss, c = step(state, x[idx], y[idx],
+                                  jax.tree.map(lambda a: a[num_full], batch_keys), lr)
             loss_sum, correct = loss_sum + loss, correct + c
         return state, loss_sum / num_train, correct / num_train
 
@@ -245,19 +266,22 @@ class Programs(NamedTuple):
 def programs(model_name: str, num_classes: int, image_shape: tuple[int, ...], conv_impl: str,
              num_train: int, batch_size: int, dsa_strategy: str | None,
              dsa_params: augment.DSAParams, momentum: float, weight_decay: float, mesh: Any,
-             dc_strategy: str | None = None, schedule: Schedule = eval_schedule) -> Programs:
+             dc_strategy: str | None = None, schedule: Schedule = eval_schedule,
+             given: bool = False) -> Programs:
     """Jitted programs for ``model_name`` trained with ``conv_impl`` convolutions on
     ``num_train`` images (cached: compile once). Network ``i`` of the stacked keys initialises
     from ``fold_in(key_i, 0)``; its epochs follow ``schedule``. Layout and gradient pieces are
-    the backend policy's for ``mesh``."""
+    the backend policy's for ``mesh``. ``given``: ``epoch`` takes, instead of keys, replayed
+    orders and draws (:func:`given_schedule`) with a leading network axis."""
     policy = platform.policy(mesh=mesh)
     model = models.get(model_name, num_classes, image_shape, conv_impl=conv_impl)
     uses_bs = "batch_stats" in jax.eval_shape(
         lambda k: models.init(model, k, image_shape), jax.random.key(0))
     tx = sgd(momentum, weight_decay)
-    step = step_fn(model, tx, augmenter(dsa_strategy, dsa_params, dc_strategy),
+    step = step_fn(model, tx, augmenter(dsa_strategy, dsa_params, dc_strategy, given),
                    uses_batch_stats=uses_bs, piece=policy.train_piece)
-    epoch_one = epoch_fn(step, num_train, batch_size, schedule)
+    epoch_one = (epoch_fn(step, num_train, batch_size, given_schedule, lambda p, n: p) if given
+                 else epoch_fn(step, num_train, batch_size, schedule))
 
     def init_one(key):
         variables = models.init(model, jax.random.fold_in(key, 0), image_shape)
@@ -268,6 +292,7 @@ def programs(model_name: str, num_classes: int, image_shape: tuple[int, ...], co
     test_model = models.get(model_name, num_classes, image_shape, conv_impl=policy.conv_infer)
 
     def test_one(state: TrainState, x, y, valid):
+        x = x.astype(jax.tree.leaves(state.params)[0].dtype)  # float64 networks (x64 runs)
         variables = {"params": state.params}
         if uses_bs:
             variables["batch_stats"] = state.batch_stats
@@ -307,5 +332,5 @@ def count_correct(test: Callable, state: Any, x: np.ndarray, y: np.ndarray,
 
 
 __all__ = ["Programs", "Schedule", "TrainState", "apply_sgd", "augmenter", "count_correct",
-           "epoch_fn", "eval_schedule", "expert_schedule", "in_pieces", "map_stacked",
-           "piecewise_loss_grad", "programs", "sgd", "split_schedule", "step_fn"]
+           "epoch_fn", "eval_schedule", "expert_schedule", "given_schedule", "in_pieces",
+           "map_stacked", "piecewise_loss_grad", "programs", "sgd", "split_schedule", "step_fn"]

@@ -112,7 +112,8 @@ def train_seeds(keys: jax.Array, model_name: str, x_train, y_train, x_test, y_te
                 dsa_params: augment.DSAParams = augment.DSAParams(), dc_strategy: str = "",
                 conv_impl: str | None = None, test_batch_size: int = 256, mesh: Any = None,
                 progress: bool = True, return_state: bool = False,
-                extra_tests: Mapping[str, tuple[Any, Any]] | None = None) -> dict:
+                extra_tests: Mapping[str, tuple[Any, Any]] | None = None,
+                replay: Mapping[str, Any] | None = None) -> dict:
     """Train one network per key in ``keys [S]`` at the same time, then test each.
 
     See :func:`train_and_test` (which calls this with :func:`seed_keys`). ``return_state`` adds
@@ -120,6 +121,10 @@ def train_seeds(keys: jax.Array, model_name: str, x_train, y_train, x_test, y_te
     ``"tester"``, ``tester(x, y) -> accs [S]`` (percent) testing the same networks on another
     set (shifted test sets) with the same compiled test program. ``extra_tests``: ``{name: (x,
     y)}`` tested by the same networks too, under ``"extra_tests"`` (accs, mean, std).
+    ``replay``: start from ``params`` (stacked ``[S]``) and replay given epoch orders ``perm
+    [S, epochs + 1, N]`` and DSA draws ``dsa`` (``[S, epochs + 1, batches, ...]``, see
+    :func:`fred_jax.classifier.given_schedule`; None without augmentation) instead of drawing
+    them from ``keys`` (the parity tests replay the official code's).
     """
     start = time.perf_counter()
     x_train, y_train = _check_set("train set", x_train, y_train, num_classes)
@@ -151,10 +156,15 @@ def train_seeds(keys: jax.Array, model_name: str, x_train, y_train, x_test, y_te
     progs = classifier.programs(model_name, num_classes, tuple(x_train.shape[1:]), conv_impl,
                                 len(x_train), batch_size, "_".join(strategy) or None,
                                 dsa_params, float(momentum), float(weight_decay), mesh,
-                                dc_strategy="_".join(dc_ops) or None)
+                                dc_strategy="_".join(dc_ops) or None,
+                                given=replay is not None)
 
     xs, ys = jnp.asarray(x_train), jnp.asarray(y_train)
-    state = progs.init(keys)
+    if replay is None:
+        state = progs.init(keys)
+    else:
+        state = progs.reset(classifier.TrainState(replay["params"], {}, None))
+        keys = {"perm": jnp.asarray(replay["perm"]), "dsa": replay["dsa"]}
     losses, accs, lrs = [], [], []
     bar = tqdm(range(epochs + 1), desc=f"{model_name} x{num_seeds}", disable=not progress,
                leave=False, dynamic_ncols=True)

@@ -51,7 +51,8 @@ def param_unraveler(
     ``unravel(vec)`` rebuilds the pytree from a flat ``[P]`` vector stored by this module; it is
     pure and differentiable, so trajectory matching can take SGD steps on flat vectors.
     """
-    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *image_shape)))
+    variables = jax.eval_shape(model.init, jax.random.key(0),
+                               jnp.zeros((1, *image_shape), jnp.float32))
     if set(variables) != {"params"}:
         raise ValueError(
             f"expert trajectories need a model with only a 'params' collection, got "

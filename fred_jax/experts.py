@@ -88,6 +88,7 @@ def train_experts(
     conv_impl: str | None = None,
     mesh: Any = None,
     progress: bool = True,
+    replay: dict | None = None,
 ) -> dict:
     """Train the missing experts ``0 .. num_experts-1`` into ``expert_dir``, ``parallel`` at a
     time (split over ``mesh`` if given); returns the folder's metadata (settings, ``test_acc``
@@ -97,6 +98,9 @@ def train_experts(
     ``key`` must be ``jax.random.key(seed)`` or derived from it; ``dataset``, ``zca`` and
     ``seed`` are recorded so that users can check what the experts were trained on. Expert
     ``i``'s file appears only once it is complete; rerunning skips complete experts.
+    ``replay``: instead of drawing from ``key``, expert ``i`` starts from ``params`` (stacked
+    over experts) and replays ``perm [E, epochs, N]`` and the DSA draws ``dsa``
+    (:func:`fred_jax.classifier.given_schedule`): the parity tests replay the official code's.
     """
     x_train = np.asarray(x_train, np.float32)
     y_train = np.asarray(y_train, np.int32)
@@ -137,7 +141,7 @@ def train_experts(
     progs = classifier.programs(model_name, num_classes, image_shape, conv_impl, len(x_train),
                                 batch_size, dsa_strategy if dsa else None, augment.DSAParams(),
                                 float(momentum), float(weight_decay), mesh,
-                                schedule=classifier.expert_schedule)
+                                schedule=classifier.expert_schedule, given=replay is not None)
     flat = _flat_program(mesh)
     main = sharding.is_main_process()
     progress = progress and main
@@ -147,7 +151,14 @@ def train_experts(
         group = todo[g : g + parallel]
         t0 = time.time()
         keys = jnp.stack([jax.random.fold_in(key, i) for i in group])
-        state = progs.init(keys)
+        if replay is None:
+            state = progs.init(keys)
+        else:
+            pick = np.asarray(group)
+            state = progs.reset(classifier.TrainState(
+                jax.tree.map(lambda a: jnp.asarray(a)[pick], replay["params"]), {}, None))
+            keys = jax.tree.map(lambda a: jnp.asarray(a)[pick],
+                                {"perm": replay["perm"], "dsa": replay["dsa"]})
         traj = np.empty((len(group), epochs + 1, num_params), np.float32)
         traj[:, 0] = sharding.to_host(flat(state.params))
         bar = tqdm(total=epochs, disable=not progress, unit="epoch",

@@ -191,6 +191,19 @@ def synthetic_state(names, shapes, kinds, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def synthetic_walk(state: dict[str, np.ndarray], epochs: int, seed: int) -> list[dict]:
+    """An expert-like trajectory of ``epochs + 1`` float32 ``state_dict``s from NumPy's
+    ``default_rng(seed + 1)``: ``state``, then each epoch adds to every tensor Gaussian noise of
+    standard deviation ``0.05 * std(tensor) + 1e-3``. The reference scripts and the tests build
+    the same one, so golden files store a seed, not trajectories."""
+    rng = np.random.default_rng(seed + 1)
+    out = [{k: np.asarray(v, np.float32) for k, v in state.items()}]
+    for _ in range(epochs):
+        out.append({k: (v + rng.normal(0.0, 0.05 * float(np.std(v)) + 1e-3, v.shape))
+                    .astype(np.float32) for k, v in out[-1].items()})
+    return out
+
+
 def _vgg_conv_index(count: int) -> int:
     """Index in the VGG11 configuration of its ``count``-th convolution (1-based)."""
     from fred_jax import models

@@ -123,9 +123,9 @@ def test_command_line_import_feeds_tm(tmp_path):
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         assert out.returncode == 0, out.stderr
         assert "2 official experts x 2 epochs" in out.stdout
-    from configs import cifar10_ipc1
+    from fred_jax import configuration
 
-    config = cifar10_ipc1.get_config()
+    config = configuration.from_file(os.path.join(ROOT, "configs", "cifar10_ipc1.py"))
     config.model, config.tm.experts.dir, config.tm.max_start_epoch = "ConvNetW32", store, 1
     num_params = expert_store.param_unraveler(_model(), SHAPE)[0]
     pool = expert_store.load_pool(config, num_params)

@@ -82,6 +82,7 @@ def student_trajectory(
     dsa_params: augment.DSAParams = augment.DSAParams(),
     remat: bool = True,
     grad_chunk: int = 0,
+    draws: Any = None,
 ) -> jax.Array:
     """Final student parameters ``[P]`` after ``syn_steps`` SGD steps from ``start [P]`` on
     ``images [N, ...]`` / ``labels [N]`` with rate ``syn_lr`` (differentiable in all three).
@@ -90,9 +91,13 @@ def student_trajectory(
     the batch (0: one piece). Same result; with remat the backward pass holds one piece's
     activations at a time, which on CPU is also faster (cache). The last piece is padded with
     zero-weight images.
+    draws: given augmentation random numbers instead of ``key``'s, a pytree with a leading
+    ``syn_steps`` axis in the layout of :func:`fred_jax.augment.given_draws_layout` (image i of
+    the batch gets draw i); replays another implementation's choices (parity tests).
     """
     n = images.shape[0]
     _, unravel = param_unraveler(model, images.shape[1:])
+    start = start.astype(jnp.result_type(start, images, syn_lr))  # float32 experts, x64 runs
     batch = n if batch_syn is None or batch_syn == 0 else batch_syn
     if grad_chunk < 0:
         raise ValueError(f"grad_chunk must be >= 0, got {grad_chunk}")
@@ -101,14 +106,16 @@ def student_trajectory(
     pad = pieces * size - batch
     weight = jnp.concatenate([jnp.ones(batch, images.dtype), jnp.zeros(pad, images.dtype)])
     aug_key, batch_key = jax.random.split(key)
-    step_keys = jax.random.split(aug_key, syn_steps)
+    step_keys = jax.random.split(aug_key, syn_steps) if draws is None else draws
     full = batch == n
     idx = jnp.zeros((syn_steps, 0), jnp.int32) if full else batch_indices(
         batch_key, n, batch, syn_steps)
 
     def augment_batch(step_key, ix):
         x, y = (images, labels) if full else (images[ix], labels[ix])
-        if dsa:
+        if dsa and draws is not None:
+            x = augment.dsa_given(step_key, x, dsa_strategy, dsa_params, siamese=False)
+        elif dsa:
             x = augment.dsa(step_key, x, dsa_strategy, dsa_params, siamese=False)
         return x, y
 
@@ -156,6 +163,7 @@ def loss(
     dsa_params: augment.DSAParams = augment.DSAParams(),
     remat: bool = True,
     grad_chunk: int = 0,
+    draws: Any = None,
 ) -> jax.Array:
     """Trajectory-matching loss (scalar) of the decoded synthetic set.
 
@@ -168,6 +176,8 @@ def loss(
     batch_syn: student mini-batch size, None or 0 for the whole set.
     grad_chunk: images per sequential piece of each step's gradient (0: whole batch); see
       ``student_trajectory``.
+    draws: given augmentation draws instead of ``key``'s (``student_trajectory``; with a
+      leading ``T`` axis for ``[T, P]`` vectors).
     """
     if images.ndim != 4 or labels.shape != images.shape[:1]:
         raise ValueError(f"tm needs images [N, H, W, C] and labels [N], got {images.shape} "
@@ -182,17 +192,18 @@ def loss(
         raise ValueError(f"expert vectors have {start.shape[-1]} parameters but the student "
                          f"{type(model).__name__} on {images.shape[1:]} has {num_params}")
 
-    def one(s, t, k):
+    def one(s, t, k, d):
         final = student_trajectory(
             model, images, labels, syn_lr, s, k, syn_steps=syn_steps, batch_syn=batch_syn,
             dsa=dsa, dsa_strategy=dsa_strategy, dsa_params=dsa_params, remat=remat,
-            grad_chunk=grad_chunk)
+            grad_chunk=grad_chunk, draws=d)
+        s, t = s.astype(final.dtype), t.astype(final.dtype)  # stored float32, run maybe float64
         return jnp.sum((final - t) ** 2) / jnp.sum((s - t) ** 2)
 
     if start.ndim == 1:
-        return one(start, target, key)
+        return one(start, target, key, draws)
     keys = jax.random.split(key, start.shape[0])
-    return jnp.mean(jax.vmap(one)(start, target, keys))
+    return jnp.mean(jax.vmap(one)(start, target, keys, draws))
 
 
 def sharded_loss(mesh: Any, model: nn.Module, images: jax.Array, labels: jax.Array,
@@ -206,11 +217,13 @@ def sharded_loss(mesh: Any, model: nn.Module, images: jax.Array, labels: jax.Arr
     if mesh is None or mesh.size == 1 or start.ndim == 1 or start.shape[0] == 1:
         return loss(model, images, labels, syn_lr, start, target, key, **kwargs)
 
-    def one(s, t, k):
-        return loss(model, images, labels, syn_lr, s, t, k, **kwargs)
+    draws = kwargs.pop("draws", None)
+
+    def one(s, t, k, d):
+        return loss(model, images, labels, syn_lr, s, t, k, draws=d, **kwargs)
 
     keys = jax.random.split(key, start.shape[0])
-    return jnp.mean(sharding.sharded_vmap(one, mesh)(start, target, keys))
+    return jnp.mean(sharding.sharded_vmap(one, mesh)(start, target, keys, draws))
 
 
 def lr_optimizer(lr_lr: float) -> optax.GradientTransformation:
@@ -250,15 +263,22 @@ def build(config: Any, problem: Problem) -> Objective:
                          "synthetic instances")
 
     def loss_fn(learnable, key):
-        k_expert, k_epoch, k_tm = jax.random.split(key, 3)
-        e = jax.random.randint(k_expert, (count,), 0, num_experts)
-        start_epoch = jax.random.randint(k_epoch, (count,), 0, max_start)
+        if isinstance(key, dict):  # given choices instead of a key (the parity tests replay
+            # the official code's): ``expert``, ``start_epoch`` [T], ``dsa`` (the draws of
+            # ``student_trajectory`` per trajectory, leading axis T)
+            e, start_epoch, k_tm, draws = (key["expert"], key["start_epoch"],
+                                           jax.random.key(0), key["dsa"])
+        else:
+            k_expert, k_epoch, k_tm = jax.random.split(key, 3)
+            e = jax.random.randint(k_expert, (count,), 0, num_experts)
+            start_epoch = jax.random.randint(k_epoch, (count,), 0, max_start)
+            draws = None
         start, target = pool[e, start_epoch], pool[e, start_epoch + m]
         images = problem.decode(learnable["coeffs"]).reshape(-1, *shape)
         value = sharded_loss(problem.mesh, model, images, labels, learnable["syn_lr"], start,
                              target, k_tm, syn_steps=syn_steps, batch_syn=batch_syn,
                              dsa=use_dsa, dsa_strategy=strategy if use_dsa else augment.STRATEGY,
-                             grad_chunk=grad_chunk)
+                             grad_chunk=grad_chunk, draws=draws)
         return value, {"syn_lr": learnable["syn_lr"]}
 
     step = single_step(loss_fn)
