@@ -2,7 +2,7 @@
 official TM loop and by fred_jax's; both synthetic sets trained on by both evaluators; and our
 expert training against the official ``buffer.py`` (per-epoch test accuracy).
 
-    .venv/bin/python benchmarks/parity/e2e_tm.py --iterations 100 --seeds 3 --epochs 300
+    .venv/bin/python benchmarks/parity/e2e_tm.py --workdir runs/e2e_tm   # the README's run
 
 Settings: CIFAR-10 restricted to a fixed class-balanced subset (the first ``--per_class``
 training images of each class, for the experts and both loops' initialisations; every test
@@ -14,9 +14,9 @@ coefficients per channel (official 64 -> 16 instances per class), EVR masks, DSA
 expert_epochs = 7). TM, both loops: the official CIFAR-10 ipc 1 values
 (expert_epochs 2, max_start_epoch 5, lr_freq 1e8 with momentum 0.5, lr_teacher 0.01, lr_lr
 1e-7, the whole set per student step) except ``--syn_steps`` (default 10, official 50),
-``--iterations`` updates. Evaluation: ``ConvNetW32``, ``--seeds`` seeds x ``--epochs`` epochs,
-DSA, lr = the set's learned ``syn_lr`` (as the official TM evaluation), momentum 0.9, wd 5e-4,
-x0.1 after half.
+``--iterations`` updates (defaults: the measured run). Evaluation: ``ConvNetW32``, ``--seeds``
+seeds x ``--epochs`` epochs, DSA, lr = the set's learned ``syn_lr`` (as the official TM
+evaluation), momentum 0.9, wd 5e-4, x0.1 after half.
 
 Steps (``--steps``, default all, in this order; each writes its output under ``--workdir`` and
 is skipped when that exists, unless ``--force``):
@@ -440,12 +440,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--iterations", type=int, default=100, help="TM updates of each loop")
     p.add_argument("--syn_steps", type=int, default=10, help="student steps (official 50)")
-    p.add_argument("--k", type=int, default=64, help="kept coefficients per channel "
-                   "(official 64: 16 instances per class)")
-    p.add_argument("--per_class", type=int, default=500, help="real images per class")
-    p.add_argument("--test_per_class", type=int, default=200,
+    p.add_argument("--k", type=int, default=256, help="kept coefficients per channel "
+                   "(official 64: 16 instances per class, 4x the cost of 256)")
+    p.add_argument("--per_class", type=int, default=100, help="real images per class")
+    p.add_argument("--test_per_class", type=int, default=100,
                    help="test images per class, the first ones (0: all 1000)")
-    p.add_argument("--experts", type=int, default=3, help="expert trajectories")
+    p.add_argument("--experts", type=int, default=2, help="expert trajectories")
     p.add_argument("--expert_epochs_trained", type=int, default=7,
                    help="epochs per expert (>= max_start_epoch 5 + expert_epochs 2)")
     p.add_argument("--seeds", type=int, default=3, help="evaluation seeds")
