@@ -11,7 +11,7 @@ baseline at the same budget with the same experts, iterations and evaluation (``
 in ``<workdir>/baselines/parameterization=pixel``); both accuracies are printed.
 
 Expected (README, "Measured results", 2-core CPU): FreD 49.3 +- 3.3 %, pixel TM 29.2 +- 2.9 %,
-random real images 65.2 +- 1.2 %, FreD's initial set 75.6 +- 2.9 %; about 10 + 5 min after 12
+random real images 65.2 +- 1.2 %, FreD's initial set 76.0 +- 2.6 %; about 10 + 5 min after 12
 min of experts. At this schedule TM degrades both sets (see the README): the setting shows TM
 running end to end on a CPU, not TM's benefit. With ``--config.lr=1e7 --config.lr_pixel=100``
 (a tenth): FreD 67.3 +- 4.3 %, pixel 52.3 +- 2.5 %.
