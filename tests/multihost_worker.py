@@ -88,21 +88,31 @@ def main() -> None:
 
 
 class _WriteRecorder:
-    """Replace ``open`` (builtins and io) by one that notes the files under ``root`` opened for
-    writing, checkpoints (written by every process through orbax) aside."""
+    """Replace ``open`` (builtins and io) and ``os.replace`` by ones that note the files under
+    ``root`` opened for writing or renamed into place (atomic writes), checkpoints (written by
+    every process through orbax) aside."""
 
     def __init__(self, root: str):
         self.paths: list[str] = []
         self.real_open = builtins.open
+        real_replace = os.replace
+
+        def note(file) -> None:
+            rel = os.path.relpath(os.path.abspath(file), root)
+            if not rel.startswith(("..", "checkpoints")):
+                self.paths.append(rel.removesuffix(".tmp"))  # atomic writes: the target
 
         def recording_open(file, mode="r", *args, **kwargs):
             if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+"):
-                rel = os.path.relpath(os.path.abspath(file), root)
-                if not rel.startswith(("..", "checkpoints")):
-                    self.paths.append(rel.removesuffix(".tmp"))  # atomic writes: the target
+                note(file)
             return self.real_open(file, mode, *args, **kwargs)
 
+        def recording_replace(src, dst, *args, **kwargs):
+            note(dst)
+            return real_replace(src, dst, *args, **kwargs)
+
         builtins.open = io.open = recording_open
+        os.replace = recording_replace
 
 
 if __name__ == "__main__":

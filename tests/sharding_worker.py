@@ -98,6 +98,7 @@ def main() -> None:
     # TM: 8 trajectories per step from 2 fake experts (random walks from real inits).
     config = config_for("tm")
     config.dsa_strategy = ""  # DSA on a mesh: DM above (siamese), evaluation below (per image)
+    config.lr = 1000.0  # two steps move the coefficients ~1e-2, far above float32's ulp of ~1
     config.tm = tm.defaults()
     config.tm.update_from_flattened_dict({
         "syn_steps": 2, "max_start_epoch": 2, "expert_epochs": 1, "num_trajectories": 8,

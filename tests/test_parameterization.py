@@ -23,7 +23,7 @@ def test_pixel_keeps_every_value_with_lr_pixel_as_given():
     config = _config(parameterization="pixel", k=64, lr_pixel=0.1, transform="dwt")
     r = parameterization.resolve(config, (28, 28))
     assert r == parameterization.Resolved(transform="identity", k=784, k_field=None, lr=0.1,
-                                          lr_convention="orthonormal")
+                                          lr_convention="orthonormal", lr_field="lr_pixel")
 
 
 def test_unknown_parameterization_is_refused():
