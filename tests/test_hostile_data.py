@@ -335,9 +335,9 @@ def test_ctrl_c_during_a_download_removes_its_temporary_folder(mirror, monkeypat
     folder = tmp_path / "downloads" / "fred_local"
 
     def interrupt_when_partial():
-        for _ in range(300):
-            if any(".tmp." in p.name and any(p.iterdir()) for p in folder.glob("*.tmp.*")):
-                time.sleep(0.2)  # the half body is in the partial file, the read waits
+        for _ in range(600):  # the temporary folder exists: the download is under way
+            if any(".tmp." in p.name for p in folder.glob("*.tmp.*")):
+                time.sleep(0.2)
                 os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.05)
