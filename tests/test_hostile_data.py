@@ -342,10 +342,15 @@ def test_ctrl_c_during_a_download_removes_its_temporary_folder(mirror, monkeypat
                 return
             time.sleep(0.05)
 
+    # Python's own SIGINT handler (a pytest-xdist worker ignores SIGINT), restored afterwards.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_when_partial, daemon=True).start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        data.load("mnist", tfds_dir=tmp_path)
+        try:
+            data.load("mnist", tfds_dir=tmp_path)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - start < 10
     assert not _tmp_folders(tmp_path)
 
